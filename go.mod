@@ -1,0 +1,12 @@
+module github.com/cfs-dev/cfs
+
+go 1.26.0
+
+require (
+	github.com/erofs/go-erofs v0.3.1 // indirect
+	github.com/hanwen/go-fuse/v2 v2.12.1 // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)
