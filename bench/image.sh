@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Benchmark of `cfs-commit image` against the reference tools, side by side
+# in the same run, warm page cache.
+#
+#   bench/image.sh [DIR]
+#
+# Without DIR it generates (once) a deterministic tree of 60,000 files and
+# 1 GiB under $CFS_BENCH_DIR (default /var/tmp/cfs-bench). Prints seconds,
+# files/s, MB/s and peak RSS for:
+#   - cfs-commit image --print-digest-only          (walk + hash + image)
+#   - cfs-commit image TREE out.cfs                  (same, image written)
+#   - cfs-commit image --digest-store=S TREE out.cfs (empty store filled)
+#   - fsverity digest (fsverity-utils), one process per 2000 files via xargs
+# and the ratio of each to the fsverity digest run. RUNS=N repeats each and
+# keeps the best time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/go/bin:$PATH
+RUNS=${RUNS:-3}
+BENCH=${CFS_BENCH_DIR:-/var/tmp/cfs-bench}
+mkdir -p "$BENCH" bin
+command -v /usr/bin/time >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
+go build -o bin/ ./cmd/cfs-commit
+go build -o "$BENCH/gentree" ./bench/gentree
+
+TREE=${1:-}
+if [[ -z $TREE ]]; then
+	TREE=$BENCH/tree
+	if [[ ! -f $BENCH/tree.done ]]; then
+		echo "generating $TREE (60,000 files, 1 GiB)..." >&2
+		rm -rf "$TREE"
+		"$BENCH/gentree" -files 60000 -bytes $((1 << 30)) "$TREE"
+		touch "$BENCH/tree.done"
+	fi
+fi
+FILES=$(find "$TREE" -type f | wc -l)
+BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+# Warm the page cache.
+find "$TREE" -type f -print0 | xargs -0 cat >/dev/null
+echo "tree: $TREE, $FILES files, $((BYTES / 1048576)) MiB, $(nproc) CPUs, $(uname -r)"
+
+# run NAME CMD...: best wall time of $RUNS runs, and the peak RSS of that run.
+declare -A SECS RSS
+run() {
+	local name=$1 best="" rss=""
+	shift
+	for ((i = 0; i < RUNS; i++)); do
+		rm -rf "$BENCH/store" "$BENCH/out.cfs"
+		local t
+		t=$( { /usr/bin/time -f '%e %M' bash -c "$*" >/dev/null 2>"$BENCH/err"; } 2>&1 | tail -1) || {
+			cat "$BENCH/err" >&2
+			exit 1
+		}
+		local s=${t% *} m=${t#* }
+		if [[ -z $best ]] || awk -v a="$s" -v b="$best" 'BEGIN{exit !(a<b)}'; then best=$s rss=$m; fi
+	done
+	SECS[$name]=$best RSS[$name]=$rss
+}
+
+run fsverity "find '$TREE' -type f -print0 | xargs -0 -n 2000 fsverity digest"
+run print-digest-only "bin/cfs-commit image --print-digest-only '$TREE'"
+run image "bin/cfs-commit image '$TREE' '$BENCH/out.cfs'"
+run digest-store "bin/cfs-commit image --digest-store='$BENCH/store' '$TREE' '$BENCH/out.cfs'"
+
+printf '\n%-44s %8s %10s %8s %9s %9s\n' "command" "seconds" "files/s" "MB/s" "RSS MiB" "vs fsv"
+for name in fsverity print-digest-only image digest-store; do
+	s=${SECS[$name]}
+	case $name in
+	fsverity) label="fsverity digest (xargs -n 2000)" ;;
+	print-digest-only) label="cfs-commit image --print-digest-only" ;;
+	image) label="cfs-commit image TREE out.cfs" ;;
+	digest-store) label="cfs-commit image --digest-store (empty store)" ;;
+	esac
+	awk -v l="$label" -v s="$s" -v f="$FILES" -v b="$BYTES" -v r="${RSS[$name]}" -v base="${SECS[fsverity]}" \
+		'BEGIN { if (s == 0) s = 0.001; printf "%-44s %8.2f %10.0f %8.0f %9.1f %8.2fx\n", l, s, f/s, b/s/1e6, r/1024, s/base }'
+done
