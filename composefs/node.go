@@ -149,12 +149,32 @@ func (n *Node) HasExternalData() bool {
 	return n.Link == nil && n.IsRegular() && n.Size > 0 && n.Content == nil
 }
 
-// Target follows hardlinks and returns the node that holds the inode.
+// Target follows hardlinks and returns the node that holds the inode. On
+// a hardlink loop (which Validate rejects) it stops inside the loop.
 func (n *Node) Target() *Node {
-	for n.Link != nil {
+	for steps := 0; n.Link != nil && steps < maxLinkSteps; steps++ {
 		n = n.Link
 	}
 	return n
+}
+
+// maxLinkSteps bounds hardlink chains followed by Target.
+const maxLinkSteps = 1 << 16
+
+// linkTarget follows hardlinks with cycle detection (Floyd's algorithm).
+func linkTarget(n *Node) (*Node, bool) {
+	slow, fast := n, n
+	for fast.Link != nil && fast.Link.Link != nil {
+		slow = slow.Link
+		fast = fast.Link.Link
+		if slow == fast {
+			return nil, false
+		}
+	}
+	if fast.Link != nil {
+		fast = fast.Link
+	}
+	return fast, true
 }
 
 // Parent returns the directory containing n, or nil for the root or a
@@ -349,13 +369,9 @@ func walk(path string, n *Node, fn func(string, *Node) error) error {
 // that do not name directories or loop.
 func ValidateNode(n *Node) error {
 	if n.Link != nil {
-		seen := n
-		t := n
-		for t.Link != nil {
-			t = t.Link
-			if t == seen {
-				return invalid(n.Path(), "hardlink loop")
-			}
+		t, ok := linkTarget(n)
+		if !ok {
+			return invalid(n.Path(), "hardlink loop")
 		}
 		if t.Type() == TypeDir {
 			return invalid(n.Path(), "hardlink to directory %s", t.Path())
@@ -389,14 +405,49 @@ func ValidateNode(n *Node) error {
 	if n.Type() != TypeDir && len(n.Children) > 0 {
 		return invalid(n.Path(), "only directories have children")
 	}
+	if len(n.Payload) > MaxSymlinkLen {
+		return invalid(n.Path(), "payload of %d bytes is longer than %d", len(n.Payload), MaxSymlinkLen)
+	}
+	budget := 12
+	for _, x := range n.Xattrs {
+		if x.Name == "" || len(x.Name) > MaxXattrNameLen || len(x.Value) > MaxXattrValueLen {
+			return invalid(n.Path(), "xattr %q: name must be 1..%d bytes and value at most %d bytes", x.Name, MaxXattrNameLen, MaxXattrValueLen)
+		}
+		budget += 7 + len(x.Name) + len(x.Value)
+	}
+	if budget > MaxXattrBudget {
+		return invalid(n.Path(), "xattrs take %d bytes, more than the %d an inode can hold", budget, MaxXattrBudget)
+	}
 	return nil
 }
 
-// Validate checks every node of the tree rooted at n (see ValidateNode)
-// and that the root is a directory.
+// Validate checks every node of the tree rooted at n (see ValidateNode),
+// that the root is a directory, and that every hardlink names a node of
+// this tree.
 func (n *Node) Validate() error {
 	if !n.IsDir() {
 		return invalid("/", "root is not a directory (mode %o)", n.Mode)
 	}
-	return n.Walk(func(_ string, c *Node) error { return ValidateNode(c) })
+	inTree := make(map[*Node]bool)
+	var links []*Node
+	err := n.Walk(func(_ string, c *Node) error {
+		if err := ValidateNode(c); err != nil {
+			return err
+		}
+		if c.Link != nil {
+			links = append(links, c)
+		} else {
+			inTree[c] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if t := l.Target(); !inTree[t] {
+			return invalid(l.Path(), "hardlink to a node outside the tree")
+		}
+	}
+	return nil
 }
