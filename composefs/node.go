@@ -430,19 +430,29 @@ func (n *Node) Validate() error {
 	}
 	inTree := make(map[*Node]bool)
 	var links []*Node
-	err := n.Walk(func(_ string, c *Node) error {
+	// An explicit stack rather than Walk: a malformed tree may contain a
+	// node twice (even a directory inside itself), which must be an error,
+	// not endless recursion.
+	stack := []*Node{n}
+	for len(stack) > 0 {
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if inTree[c] {
+			return invalid(c.Path(), "node appears more than once in the tree")
+		}
 		if err := ValidateNode(c); err != nil {
 			return err
 		}
 		if c.Link != nil {
 			links = append(links, c)
-		} else {
-			inTree[c] = true
+			continue
 		}
-		return nil
-	})
-	if err != nil {
-		return err
+		inTree[c] = true
+		if c.IsDir() {
+			for i := len(c.Children) - 1; i >= 0; i-- {
+				stack = append(stack, c.Children[i])
+			}
+		}
 	}
 	for _, l := range links {
 		if t := l.Target(); !inTree[t] {

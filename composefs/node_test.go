@@ -106,3 +106,15 @@ func TestValidateNode(t *testing.T) {
 		t.Errorf("valid symlink: %v", err)
 	}
 }
+
+func TestValidateRefusesCycles(t *testing.T) {
+	root := dir("")
+	sub := dir("sub")
+	if err := root.AddChild(sub); err != nil {
+		t.Fatal(err)
+	}
+	sub.Children = append(sub.Children, root) // a directory inside itself
+	if err := root.Validate(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("cycle: %v", err)
+	}
+}
