@@ -1,0 +1,75 @@
+package composefs
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cfs-dev/cfs/composefs/objstore"
+)
+
+// BuildOptions configures BuildFromDir. The zero value builds like plain
+// `mkcomposefs SRC IMG`.
+type BuildOptions struct {
+	// UseEpoch sets every mtime to 0.0 (mkcomposefs --use-epoch).
+	UseEpoch bool
+	// SkipXattrs reads no extended attributes (--skip-xattrs).
+	SkipXattrs bool
+	// UserXattrs reads only "user." attributes (--user-xattrs). It
+	// conflicts with SkipXattrs.
+	UserXattrs bool
+	// SkipDevices leaves out character and block devices, overlay
+	// whiteouts (char 0/0) included (--skip-devices).
+	SkipDevices bool
+	// Threads is the number of files hashed at once; 0 means
+	// runtime.GOMAXPROCS(0). The directory walk runs beside them on as
+	// many goroutines.
+	Threads int
+	// Store, if set, receives a copy of every file with external content
+	// (size > 64 bytes) under its fs-verity digest (--digest-store).
+	Store *objstore.Store
+	// Logger receives debug records; nil discards them.
+	Logger *slog.Logger
+	// Progress, if set, is called from a single goroutine about ten
+	// times a second while the build runs, and once at the end.
+	Progress func(BuildProgress)
+}
+
+// BuildProgress is a snapshot of a running BuildFromDir.
+type BuildProgress struct {
+	// Files and Bytes count regular files finished so far and the content
+	// bytes read (hashed or inlined) so far.
+	Files int64
+	Bytes int64
+	// Entries counts the entries of every type found so far.
+	Entries int64
+	// TotalFiles and TotalBytes count the regular files found so far and
+	// their sizes; they are final once WalkDone is set.
+	TotalFiles int64
+	TotalBytes int64
+	WalkDone   bool
+}
+
+// ErrBuildOptions classifies invalid BuildOptions.
+var ErrBuildOptions = errors.New("invalid build options")
+
+// ErrSourceChanged is returned when a file changed (size, mtime, ctime or
+// identity) while the tree was being built, so its recorded metadata and
+// digest could disagree with each other.
+var ErrSourceChanged = errors.New("file changed while the tree was being built")
+
+func (o *BuildOptions) validate() error {
+	if o.SkipXattrs && o.UserXattrs {
+		return fmt.Errorf("%w: SkipXattrs and UserXattrs conflict", ErrBuildOptions)
+	}
+	if o.Threads < 0 {
+		return fmt.Errorf("%w: negative Threads %d", ErrBuildOptions, o.Threads)
+	}
+	return nil
+}
+
+// inlineContent reports whether a regular file of the given size is stored
+// inline in the image when built from a directory (1..64 bytes).
+func inlineContent(size int64) bool {
+	return size > 0 && size <= InlineContentMax
+}
