@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/cfs-dev/cfs/composefs/fsverity"
 	"github.com/cfs-dev/cfs/composefs/objstore"
 )
 
@@ -33,6 +34,31 @@ type BuildOptions struct {
 	// Progress, if set, is called from a single goroutine about ten
 	// times a second while the build runs, and once at the end.
 	Progress func(BuildProgress)
+	// Cache, if set, supplies digests of files whose (device, inode,
+	// size, mtime, ctime) are unchanged since an earlier build, so that
+	// their content is not read again, and records the digests computed
+	// now. With a Store, a cached digest is used only if its object is
+	// present.
+	Cache DigestCache
+}
+
+// FileKey identifies the state of a file's content the way a build cache
+// can trust: a change of content changes size, mtime or ctime (ctime cannot
+// be set by users), and a replaced file has another inode.
+type FileKey struct {
+	Dev, Ino  uint64
+	Size      int64
+	MtimeSec  int64
+	MtimeNsec int64
+	CtimeSec  int64
+	CtimeNsec int64
+}
+
+// DigestCache maps file states to fs-verity digests. Implementations must
+// be safe for concurrent use.
+type DigestCache interface {
+	Lookup(k FileKey) (fsverity.Digest, bool)
+	Add(k FileKey, d fsverity.Digest)
 }
 
 // BuildProgress is a snapshot of a running BuildFromDir.

@@ -634,6 +634,11 @@ func (b *builder) statBatch(d *dirState, lo, hi int, sc *scratch) {
 // hashFile computes a regular file's fs-verity digest, copies it into the
 // store if there is one, and checks that the file did not change meanwhile.
 func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
+	if b.opts.Cache != nil {
+		if ok, err := b.fromCache(t); ok || err != nil {
+			return err
+		}
+	}
 	p, err := b.ref(t.rel)
 	if err != nil {
 		return err
@@ -692,7 +697,39 @@ func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
 	t.node.Digest = &d
 	t.node.Payload = d.ObjectPath()
 	b.files.Add(1)
+	if b.opts.Cache != nil {
+		b.opts.Cache.Add(t.key.fileKey(), d)
+	}
 	return nil
+}
+
+func (k statKey) fileKey() FileKey {
+	return FileKey{Dev: k.dev, Ino: k.ino, Size: k.size,
+		MtimeSec: int64(k.mtime.Sec), MtimeNsec: int64(k.mtime.Nsec),
+		CtimeSec: int64(k.ctime.Sec), CtimeNsec: int64(k.ctime.Nsec)}
+}
+
+// fromCache uses a cached digest for an unchanged file, without reading
+// it, if its object is in the store (or there is no store).
+func (b *builder) fromCache(t fileTask) (bool, error) {
+	d, ok := b.opts.Cache.Lookup(t.key.fileKey())
+	if !ok {
+		return false, nil
+	}
+	if s := b.opts.Store; s != nil {
+		has, err := s.Has(b.ctx, d)
+		if err != nil || !has {
+			return false, err
+		}
+		if _, dup := b.inserted.LoadOrStore(d, struct{}{}); !dup {
+			b.objects.Add(1)
+		}
+	}
+	t.node.Digest = &d
+	t.node.Payload = d.ObjectPath()
+	b.files.Add(1)
+	b.bytes.Add(t.key.size)
+	return true, nil
 }
 
 // zeroChunk supplies the zeros of holes to the hasher. Never written.

@@ -335,7 +335,23 @@ func (r *Repo) Commits() ([]commit.ID, error) {
 
 // Resolve turns a ref name, a full commit id or a unique id prefix of at
 // least 8 hex characters into a commit ID.
+//
+// A trailing "^" (repeatable) names the parent, as in git and ostree.
 func (r *Repo) Resolve(rev string) (commit.ID, error) {
+	if base, ok := strings.CutSuffix(rev, "^"); ok && base != "" {
+		id, err := r.Resolve(base)
+		if err != nil {
+			return id, err
+		}
+		m, _, err := r.ReadCommit(id)
+		if err != nil {
+			return id, err
+		}
+		if m.Parent == nil {
+			return commit.ID{}, fmt.Errorf("%w: %s has no parent", ErrCommitMissing, base)
+		}
+		return *m.Parent, nil
+	}
 	if id, err := commit.ParseID(rev); err == nil {
 		if !r.HasCommit(id) {
 			return id, fmt.Errorf("%w: %s", ErrCommitMissing, id)

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cfs-dev/cfs/composefs/fsverity"
 	"github.com/cfs-dev/cfs/internal/atomicfile"
@@ -69,6 +70,29 @@ type Store struct {
 	dir string
 	// dirs caches the fan-out directories ("ab") known to exist.
 	dirs sync.Map
+	// written and bytesWritten count objects this Store value published.
+	written, bytesWritten atomic.Int64
+}
+
+// Stats counts the objects a Store value has written since it was opened.
+type Stats struct {
+	Written      int64 // objects newly published
+	BytesWritten int64 // their total size
+}
+
+// Stats returns the objects written so far through s.
+func (s *Store) Stats() Stats {
+	return Stats{Written: s.written.Load(), BytesWritten: s.bytesWritten.Load()}
+}
+
+// Open opens the object with digest d for reading, never following a
+// symlink in its place. It does not verify the content.
+func (s *Store) Open(d fsverity.Digest) (*os.File, error) {
+	f, err := openObject(s.Path(d))
+	if err != nil {
+		return nil, fmt.Errorf("object store: %w", err)
+	}
+	return f, nil
 }
 
 // Open returns the store at dir. The directory need not exist yet; if it
@@ -331,6 +355,10 @@ func (s *Store) publish(ctx context.Context, tmp string, d fsverity.Digest) (boo
 		err := renameNoReplace(tmp, dst)
 		switch {
 		case err == nil:
+			s.written.Add(1)
+			if st, err := os.Lstat(dst); err == nil {
+				s.bytesWritten.Add(st.Size())
+			}
 			if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
 				return true, fmt.Errorf("object store: %w", err)
 			}

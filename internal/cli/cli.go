@@ -36,12 +36,13 @@ func usagef(format string, args ...any) error {
 func ExitCode(err error) int {
 	var ue usageError
 	var dm *DigestMismatch
+	var ve verifyError
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &ue):
 		return ExitUsage
-	case errors.As(err, &dm):
+	case errors.As(err, &dm), errors.As(err, &ve):
 		return ExitVerify
 	case errors.Is(err, fsverity.ErrNotSupported):
 		return ExitNoVerity

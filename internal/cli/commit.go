@@ -14,8 +14,15 @@ func NewCommitCmd() *cobra.Command {
 		newImageCmd(),
 		newDumpCmd(),
 		newObjectsCmd(),
-		newMountCmd(),
+		// newMountCmd(),
 		newMeasureCmd(),
+		newInitCmd(),
+		newKeygenCmd(),
+		newBuildCmd(),
+		newLogCmd(),
+		newShowCmd(),
+		newDiffCmd(),
+		newVerifyCmd(),
 	)
 	return root
 }

@@ -116,9 +116,9 @@ func measureFile(ctx context.Context, path string) (fsverity.Digest, error) {
 		return fsverity.Digest{}, err
 	}
 	defer f.Close()
-	if d, err := fsverity.Measure(f); err == nil {
-		return d, nil
+	d, _, err := fsverity.MeasureOrCompute(ctx, f)
+	if err != nil {
+		return d, fmt.Errorf("%s: %w", path, err)
 	}
-	d, _, err := fsverity.DigestFile(ctx, path)
-	return d, err
+	return d, nil
 }
