@@ -1,0 +1,5 @@
+//go:build !linux
+
+package bls
+
+const noFollow = 0
