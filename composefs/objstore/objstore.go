@@ -580,7 +580,15 @@ func writeSparse(ctx context.Context, f *os.File, r io.Reader, h *fsverity.Hashe
 		if err := ctx.Err(); err != nil {
 			return off, err
 		}
-		n, rerr := io.ReadFull(r, buf)
+		// Fill the buffer; only a plain io.EOF from r ends the object. A
+		// reader's own io.ErrUnexpectedEOF (a truncated stream) is an
+		// error, never the end of the content.
+		n, rerr := 0, error(nil)
+		for n < len(buf) && rerr == nil {
+			var m int
+			m, rerr = r.Read(buf[n:])
+			n += m
+		}
 		if n > 0 {
 			h.Write(buf[:n])
 			if err := writeNonZero(f, buf[:n], off); err != nil {
@@ -588,7 +596,7 @@ func writeSparse(ctx context.Context, f *os.File, r io.Reader, h *fsverity.Hashe
 			}
 			off += int64(n)
 		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/iotest"
 
 	"github.com/cfs-dev/cfs/composefs/fsverity"
 	"github.com/cfs-dev/cfs/internal/testutil"
@@ -723,5 +725,25 @@ func TestPublishLosesRace(t *testing.T) {
 	}
 	if got := listStore(t, s); len(got) != 1 {
 		t.Fatalf("store holds %q", got)
+	}
+}
+
+// A reader failing with its own io.ErrUnexpectedEOF (a truncated stream)
+// must not be stored as a complete object.
+func TestInsertTruncatedStream(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := io.MultiReader(strings.NewReader(strings.Repeat("x", 10000)), iotest.ErrReader(io.ErrUnexpectedEOF))
+	if _, _, err := s.Insert(context.Background(), r); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("Insert of a truncated stream: %v, want io.ErrUnexpectedEOF", err)
+	}
+	n := 0
+	if err := s.Walk(context.Background(), func(fsverity.Digest) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("%d objects stored from a truncated stream", n)
 	}
 }

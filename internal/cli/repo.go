@@ -226,6 +226,11 @@ func (o *buildOptions) run(ctx context.Context, cmd *cobra.Command, source strin
 	start := time.Now()
 	res, err := builder.Build(ctx, r, src, o.opts)
 	bar.Done()
+	if source == "-" {
+		// Drain what follows the end-of-archive marker so the writer of
+		// the stream does not die of SIGPIPE.
+		_, _ = io.Copy(io.Discard, cmd.InOrStdin())
+	}
 	if err != nil {
 		return err
 	}
