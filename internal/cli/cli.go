@@ -10,8 +10,12 @@ import (
 	"io"
 	"os"
 
+	"github.com/cfs-dev/cfs/commit/sign"
 	"github.com/cfs-dev/cfs/composefs"
+	"github.com/cfs-dev/cfs/composefs/erofs"
 	"github.com/cfs-dev/cfs/composefs/fsverity"
+	"github.com/cfs-dev/cfs/composefs/mount"
+	"github.com/cfs-dev/cfs/composefs/objstore"
 	"github.com/spf13/cobra"
 )
 
@@ -44,9 +48,11 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.As(err, &dm), errors.As(err, &ve):
 		return ExitVerify
-	case errors.Is(err, fsverity.ErrNotSupported):
+	case errors.Is(err, fsverity.ErrNotSupported), errors.Is(err, mount.ErrVerityUnsupported):
 		return ExitNoVerity
-	case errors.Is(err, composefs.ErrInvalid):
+	case errors.Is(err, mount.ErrDigestMismatch), errors.Is(err, mount.ErrObject), errors.Is(err, objstore.ErrCorrupt), errors.As(err, new(*sign.VerificationError)):
+		return ExitVerify
+	case errors.Is(err, composefs.ErrInvalid), errors.Is(err, erofs.ErrCorrupt), errors.Is(err, erofs.ErrUnsupported):
 		return ExitInvalid
 	}
 	return ExitFailure

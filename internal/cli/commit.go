@@ -14,7 +14,7 @@ func NewCommitCmd() *cobra.Command {
 		newImageCmd(),
 		newDumpCmd(),
 		newObjectsCmd(),
-		// newMountCmd(),
+		newMountCmd(),
 		newMeasureCmd(),
 		newInitCmd(),
 		newKeygenCmd(),
