@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -156,6 +157,16 @@ func TestMountGoldenBasic(t *testing.T) {
 	}
 	defer mount.Unmount(mnt)
 	compare(t, src, mnt)
+	// As upstream's own tests do: imaging the mounted tree reproduces the
+	// image digest (same metadata, same object digests).
+	again, err := composefs.BuildFromDir(context.Background(), mnt, composefs.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := erofs.Write(io.Discard, again, erofs.DefaultWriteOptions())
+	if err != nil || d != fx.digest {
+		t.Fatalf("image of the mounted tree: %s %v, want %s", d, err, fx.digest)
+	}
 }
 
 func TestMountKernelVerityRefusedWithoutFsverity(t *testing.T) {
