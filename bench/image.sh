@@ -46,11 +46,12 @@ run() {
 	shift
 	for ((i = 0; i < RUNS; i++)); do
 		rm -rf "$BENCH/store" "$BENCH/out.cfs"
-		local t
-		t=$( { /usr/bin/time -f '%e %M' bash -c "$*" >/dev/null 2>"$BENCH/err"; } 2>&1 | tail -1) || {
+		if ! /usr/bin/time -o "$BENCH/time" -f '%e %M' bash -c "$*" >/dev/null 2>"$BENCH/err"; then
 			cat "$BENCH/err" >&2
 			exit 1
-		}
+		fi
+		local t
+		t=$(tail -1 "$BENCH/time")
 		local s=${t% *} m=${t#* }
 		if [[ -z $best ]] || awk -v a="$s" -v b="$best" 'BEGIN{exit !(a<b)}'; then best=$s rss=$m; fi
 	done

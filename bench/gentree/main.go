@@ -31,7 +31,7 @@ func main() {
 func generate(root string, files int, total int64, seed uint64) error {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	// Size classes: 20% tiny (inline, ≤64 B), 60% small (65 B–16 KiB),
-	// 18% medium (16–256 KiB), 2% large (the rest of the budget).
+	// 18% medium (16–64 KiB), 2% large (the rest of the budget).
 	sizes := make([]int64, files)
 	var used int64
 	var large []int
@@ -42,7 +42,7 @@ func generate(root string, files int, total int64, seed uint64) error {
 		case r < 80:
 			sizes[i] = 65 + int64(rng.IntN(16*1024))
 		case r < 98:
-			sizes[i] = 16*1024 + int64(rng.IntN(240*1024))
+			sizes[i] = 16*1024 + int64(rng.IntN(48*1024))
 		default:
 			large = append(large, i)
 			continue

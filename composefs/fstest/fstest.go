@@ -1,6 +1,5 @@
-// Package fstest compares file trees: the source directory of an image with
-// a mounted image (kernel or FUSE), path by path — type, mode, owner,
-// size, mtime, rdev, xattrs, symlink target and content.
+//go:build linux
+
 package fstest
 
 import (
@@ -13,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,106 +20,207 @@ import (
 // Options tunes CompareTrees.
 type Options struct {
 	// IgnoreXattrPrefixes lists xattr name prefixes left out of the
-	// comparison (e.g. "security.selinux" when labels differ).
+	// comparison, e.g. "security.selinux" where the mount relabels, or
+	// "trusted.overlay." to compare with a raw (non-overlay) EROFS
+	// mount. By default every xattr is compared, trusted.overlay.*
+	// included: through the overlay, a user's own trusted.overlay.*
+	// xattrs (stored escaped in the image) must read back as they were.
 	IgnoreXattrPrefixes []string
 	// SkipDirTimes leaves directory mtimes out.
 	SkipDirTimes bool
 }
 
-// CompareTrees returns one line per difference between the trees at want
-// and got (empty when they are the same). Directory sizes and link counts
-// are not compared (they depend on the filesystem).
-func CompareTrees(want, got string, opts Options) ([]string, error) {
-	var diffs []string
-	seen := map[string]bool{}
+// A Difference is one way the two trees differ at a path.
+type Difference struct {
+	// Path is relative to the tree roots, slash-separated; "." is the
+	// root itself.
+	Path string
+	// What differs: "missing" (only in the first tree), "extra" (only
+	// in the second), "type", "mode", "owner", "size", "mtime", "rdev",
+	// "symlink", "content", "xattr NAME", or "error" (a path that could
+	// not be examined).
+	What string
+	// Want and Got describe the first and the second tree's side.
+	Want, Got string
+}
+
+func (d Difference) String() string {
+	return fmt.Sprintf("%s: %s: want %s, got %s", d.Path, d.What, d.Want, d.Got)
+}
+
+// CompareTrees compares the tree at want with the tree at got and returns
+// every difference (none when they are the same), in walk order of want,
+// then paths only in got. Sizes are compared for regular files (content
+// only when they are equal; a symlink's size is its target's length).
+// Link counts, directory sizes, inode numbers and
+// atime/ctime are not compared: they depend on the filesystem, and a
+// composefs image does not keep a directory's hardlinks. The error is for
+// a want tree that cannot be walked; problems on the got side are
+// differences.
+func CompareTrees(want, got string, opts Options) ([]Difference, error) {
+	var diffs []Difference
 	err := filepath.WalkDir(want, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(want, p)
-		seen[rel] = true
-		diffs = append(diffs, compareEntry(rel, p, filepath.Join(got, rel), opts)...)
+		rel := relPath(want, p)
+		ds, skip := compareEntry(rel, p, filepath.Join(got, filepath.FromSlash(rel)), opts)
+		diffs = append(diffs, ds...)
+		if skip && d.IsDir() {
+			return fs.SkipDir
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return diffs, fmt.Errorf("fstest: walk %s: %w", want, err)
 	}
 	err = filepath.WalkDir(got, func(p string, d fs.DirEntry, err error) error {
+		rel := relPath(got, p)
 		if err != nil {
-			return err
+			diffs = append(diffs, Difference{Path: rel, What: "error", Want: "readable", Got: err.Error()})
+			if d != nil && d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
 		}
-		rel, _ := filepath.Rel(got, p)
-		if !seen[rel] {
-			diffs = append(diffs, rel+": only in the second tree")
+		if _, lerr := os.Lstat(filepath.Join(want, filepath.FromSlash(rel))); errors.Is(lerr, fs.ErrNotExist) {
+			diffs = append(diffs, Difference{Path: rel, What: "extra", Want: "absent", Got: typeName(d.Type())})
+			if d.IsDir() {
+				return fs.SkipDir
+			}
 		}
 		return nil
 	})
-	return diffs, err
+	if err != nil {
+		return diffs, fmt.Errorf("fstest: walk %s: %w", got, err)
+	}
+	return diffs, nil
 }
 
-func compareEntry(rel, a, b string, opts Options) []string {
+// AssertSameTree fails t with one error per difference between the trees.
+func AssertSameTree(t testing.TB, want, got string, opts Options) {
+	t.Helper()
+	diffs, err := CompareTrees(want, got, opts)
+	for _, d := range diffs {
+		t.Error(d)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func relPath(root, p string) string {
+	rel, err := filepath.Rel(root, p)
+	if err != nil {
+		return p
+	}
+	return filepath.ToSlash(rel)
+}
+
+// compareEntry compares one path; skip says the got side is missing or of
+// another type, so a directory's children need not be compared one by one.
+func compareEntry(rel, a, b string, opts Options) (diffs []Difference, skip bool) {
+	add := func(what, want, got string) { diffs = append(diffs, Difference{rel, what, want, got}) }
 	var sa, sb unix.Stat_t
 	if err := unix.Lstat(a, &sa); err != nil {
-		return []string{fmt.Sprintf("%s: %v", rel, err)}
+		add("error", "readable", err.Error())
+		return diffs, true
 	}
 	if err := unix.Lstat(b, &sb); err != nil {
-		return []string{fmt.Sprintf("%s: missing in the second tree: %v", rel, err)}
+		if errors.Is(err, unix.ENOENT) {
+			add("missing", modeType(sa.Mode), "absent")
+		} else {
+			add("error", modeType(sa.Mode), err.Error())
+		}
+		return diffs, true
 	}
-	var out []string
-	add := func(format string, args ...any) { out = append(out, rel+": "+fmt.Sprintf(format, args...)) }
+	if sa.Mode&unix.S_IFMT != sb.Mode&unix.S_IFMT {
+		add("type", modeType(sa.Mode), modeType(sb.Mode))
+		return diffs, true
+	}
 	if sa.Mode != sb.Mode {
-		add("mode %o != %o", sa.Mode, sb.Mode)
-		return out
+		add("mode", fmt.Sprintf("%#o", sa.Mode&07777), fmt.Sprintf("%#o", sb.Mode&07777))
 	}
 	if sa.Uid != sb.Uid || sa.Gid != sb.Gid {
-		add("owner %d:%d != %d:%d", sa.Uid, sa.Gid, sb.Uid, sb.Gid)
+		add("owner", fmt.Sprintf("%d:%d", sa.Uid, sa.Gid), fmt.Sprintf("%d:%d", sb.Uid, sb.Gid))
 	}
 	isDir := sa.Mode&unix.S_IFMT == unix.S_IFDIR
-	if !isDir && sa.Size != sb.Size {
-		add("size %d != %d", sa.Size, sb.Size)
-	}
 	if !(isDir && opts.SkipDirTimes) && sa.Mtim != sb.Mtim {
-		add("mtime %d.%09d != %d.%09d", sa.Mtim.Sec, sa.Mtim.Nsec, sb.Mtim.Sec, sb.Mtim.Nsec)
+		add("mtime", fmt.Sprintf("%d.%09d", sa.Mtim.Sec, sa.Mtim.Nsec), fmt.Sprintf("%d.%09d", sb.Mtim.Sec, sb.Mtim.Nsec))
 	}
 	switch sa.Mode & unix.S_IFMT {
 	case unix.S_IFCHR, unix.S_IFBLK:
 		if sa.Rdev != sb.Rdev {
-			add("rdev %d != %d", sa.Rdev, sb.Rdev)
+			add("rdev", devString(sa.Rdev), devString(sb.Rdev))
 		}
 	case unix.S_IFLNK:
-		ta, _ := os.Readlink(a)
-		tb, _ := os.Readlink(b)
-		if ta != tb {
-			add("symlink %q != %q", ta, tb)
+		ta, erra := os.Readlink(a)
+		tb, errb := os.Readlink(b)
+		switch {
+		case erra != nil || errb != nil:
+			add("symlink", fmt.Sprintf("%q (%v)", ta, erra), fmt.Sprintf("%q (%v)", tb, errb))
+		case ta != tb:
+			add("symlink", fmt.Sprintf("%q", ta), fmt.Sprintf("%q", tb))
 		}
 	case unix.S_IFREG:
-		if err := sameContent(a, b); err != nil {
-			add("content: %v", err)
+		if sa.Size != sb.Size {
+			add("size", fmt.Sprint(sa.Size), fmt.Sprint(sb.Size))
+		} else if want, got := sameContent(a, b); want != "" || got != "" {
+			add("content", want, got)
 		}
 	}
-	xa, err := Xattrs(a, opts.IgnoreXattrPrefixes)
-	if err != nil {
-		add("xattrs: %v", err)
-	}
-	xb, err := Xattrs(b, opts.IgnoreXattrPrefixes)
-	if err != nil {
-		add("xattrs: %v", err)
-	}
-	if fmt.Sprint(xa) != fmt.Sprint(xb) {
-		add("xattrs %q != %q", xa, xb)
-	}
-	return out
+	diffs = append(diffs, compareXattrs(rel, a, b, opts.IgnoreXattrPrefixes)...)
+	return diffs, false
 }
 
-func sameContent(a, b string) error {
+func compareXattrs(rel, a, b string, ignore []string) []Difference {
+	xa, err := Xattrs(a, ignore)
+	if err != nil {
+		return []Difference{{rel, "error", "xattrs", err.Error()}}
+	}
+	xb, err := Xattrs(b, ignore)
+	if err != nil {
+		return []Difference{{rel, "xattrs", "readable", err.Error()}}
+	}
+	var names []string
+	for n := range xa {
+		names = append(names, n)
+	}
+	for n := range xb {
+		if _, ok := xa[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	var diffs []Difference
+	for _, n := range names {
+		va, oka := xa[n]
+		vb, okb := xb[n]
+		if oka == okb && va == vb {
+			continue
+		}
+		show := func(v string, ok bool) string {
+			if !ok {
+				return "absent"
+			}
+			return fmt.Sprintf("%q", v)
+		}
+		diffs = append(diffs, Difference{rel, "xattr " + n, show(va, oka), show(vb, okb)})
+	}
+	return diffs
+}
+
+// sameContent compares two regular files by streaming them; it returns
+// empty strings when they are equal, else a description of each side.
+func sameContent(a, b string) (want, got string) {
 	fa, err := os.Open(a)
 	if err != nil {
-		return err
+		return err.Error(), "not compared"
 	}
 	defer fa.Close()
 	fb, err := os.Open(b)
 	if err != nil {
-		return err
+		return "readable", err.Error()
 	}
 	defer fb.Close()
 	ba, bb := make([]byte, 64<<10), make([]byte, 64<<10)
@@ -127,59 +228,140 @@ func sameContent(a, b string) error {
 	for {
 		na, ea := io.ReadFull(fa, ba)
 		nb, eb := io.ReadFull(fb, bb)
-		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
-			return fmt.Errorf("differs near offset %d", off)
+		endA := errors.Is(ea, io.EOF) || errors.Is(ea, io.ErrUnexpectedEOF)
+		endB := errors.Is(eb, io.EOF) || errors.Is(eb, io.ErrUnexpectedEOF)
+		if ea != nil && !endA {
+			return ea.Error(), "not compared"
+		}
+		if eb != nil && !endB {
+			return "readable", fmt.Sprintf("read error after %d bytes: %v", off, eb)
+		}
+		if i := firstDiff(ba[:na], bb[:nb]); i >= 0 {
+			return fmt.Sprintf("byte %d", off+int64(i)), "different"
 		}
 		off += int64(na)
-		doneA := errors.Is(ea, io.EOF) || errors.Is(ea, io.ErrUnexpectedEOF)
-		doneB := errors.Is(eb, io.EOF) || errors.Is(eb, io.ErrUnexpectedEOF)
-		if ea != nil && !doneA {
-			return ea
-		}
-		if eb != nil && !doneB {
-			return eb
-		}
-		if doneA || doneB {
-			if doneA != doneB {
-				return fmt.Errorf("lengths differ after %d bytes", off)
+		if endA || endB {
+			if endA != endB || na != nb {
+				return fmt.Sprintf("%d more bytes", off), "different length"
 			}
-			return nil
+			return "", ""
 		}
 	}
 }
 
-// Xattrs returns "name=value" strings of a path's xattrs (not following
-// symlinks), sorted, leaving out names with one of the ignored prefixes.
-func Xattrs(p string, ignore []string) ([]string, error) {
-	sz, err := unix.Llistxattr(p, nil)
-	if err != nil || sz == 0 {
+// firstDiff returns the index of the first difference of a and b,
+// counting a length difference, or -1.
+func firstDiff(a, b []byte) int {
+	if bytes.Equal(a, b) {
+		return -1
+	}
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+// Xattrs returns the extended attributes of a path (not following
+// symlinks) by name, leaving out names with one of the ignored prefixes.
+// A filesystem without xattr support has none.
+func Xattrs(p string, ignore []string) (map[string]string, error) {
+	var buf []byte
+	for {
+		sz, err := unix.Llistxattr(p, nil)
 		if errors.Is(err, unix.ENOTSUP) {
 			return nil, nil
 		}
-		return nil, err
+		if err != nil {
+			return nil, fmt.Errorf("listxattr %s: %w", p, err)
+		}
+		if sz == 0 {
+			return nil, nil
+		}
+		buf = make([]byte, sz)
+		sz, err = unix.Llistxattr(p, buf)
+		if errors.Is(err, unix.ERANGE) {
+			continue // grew meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listxattr %s: %w", p, err)
+		}
+		buf = buf[:sz]
+		break
 	}
-	buf := make([]byte, sz)
-	sz, err = unix.Llistxattr(p, buf)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00") {
+	out := map[string]string{}
+	for _, name := range strings.Split(string(buf), "\x00") {
 		if name == "" || slices.ContainsFunc(ignore, func(pre string) bool { return strings.HasPrefix(name, pre) }) {
 			continue
 		}
-		vsz, err := unix.Lgetxattr(p, name, nil)
+		v, err := getxattr(p, name)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return nil, err
 		}
-		val := make([]byte, vsz)
-		if vsz > 0 {
-			if vsz, err = unix.Lgetxattr(p, name, val); err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-		}
-		out = append(out, name+"="+string(val[:vsz]))
+		out[name] = v
 	}
-	slices.Sort(out)
 	return out, nil
+}
+
+func getxattr(p, name string) (string, error) {
+	for {
+		sz, err := unix.Lgetxattr(p, name, nil)
+		if err != nil {
+			return "", fmt.Errorf("getxattr %s %s: %w", p, name, err)
+		}
+		val := make([]byte, sz)
+		if sz == 0 {
+			return "", nil
+		}
+		sz, err = unix.Lgetxattr(p, name, val)
+		if errors.Is(err, unix.ERANGE) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("getxattr %s %s: %w", p, name, err)
+		}
+		return string(val[:sz]), nil
+	}
+}
+
+func devString(d uint64) string { return fmt.Sprintf("%d:%d", unix.Major(d), unix.Minor(d)) }
+
+func modeType(m uint32) string {
+	switch m & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "regular file"
+	case unix.S_IFDIR:
+		return "directory"
+	case unix.S_IFLNK:
+		return "symlink"
+	case unix.S_IFCHR:
+		return "char device"
+	case unix.S_IFBLK:
+		return "block device"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFSOCK:
+		return "socket"
+	}
+	return fmt.Sprintf("type %#o", m&unix.S_IFMT)
+}
+
+func typeName(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m&fs.ModeCharDevice != 0:
+		return "char device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeNamedPipe != 0:
+		return "fifo"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	}
+	return "regular file"
 }

@@ -3,6 +3,7 @@ package mount
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/cfs-dev/cfs/composefs/fsverity"
 )
@@ -11,11 +12,15 @@ import (
 var (
 	// ErrVerityUnsupported: VerifyKernel was asked for but the kernel or
 	// the object store's filesystem cannot enforce fs-verity.
-	ErrVerityUnsupported = errors.New("fs-verity is not available: the kernel cannot enforce object digests")
+	ErrVerityUnsupported = errors.New("fs-verity is not available")
 	// ErrDigestMismatch classifies *DigestMismatchError.
 	ErrDigestMismatch = errors.New("fs-verity digest mismatch")
 	// ErrObject classifies *ObjectError (missing or corrupt object).
 	ErrObject = errors.New("bad object")
+	// ErrMissingObject classifies an *ObjectError about an object that
+	// is in none of the object directories (such errors also match
+	// fs.ErrNotExist).
+	ErrMissingObject = errors.New("missing object")
 	// ErrNotComposefs: the image has no composefs header.
 	ErrNotComposefs = errors.New("not a composefs image")
 )
@@ -43,9 +48,17 @@ type ObjectError struct {
 
 func (e *ObjectError) Error() string { return fmt.Sprintf("object %s: %v", e.Object, e.Err) }
 
-// Is makes errors.Is(err, ErrObject) true; Unwrap exposes the cause.
-func (e *ObjectError) Is(target error) bool { return target == ErrObject }
+// Is makes errors.Is(err, ErrObject) true, and errors.Is(err,
+// ErrMissingObject) for a missing object; Unwrap exposes the cause.
+func (e *ObjectError) Is(target error) bool {
+	switch target {
+	case ErrObject:
+		return true
+	case ErrMissingObject:
+		return errors.Is(e.Err, fs.ErrNotExist)
+	}
+	return false
+}
 
 // Unwrap returns the cause (fs.ErrNotExist or a *DigestMismatchError).
 func (e *ObjectError) Unwrap() error { return e.Err }
-

@@ -14,3 +14,5 @@ func Mount(ctx context.Context, image, target string, opts Options) error {
 
 // Unmount is only implemented on Linux.
 func Unmount(target string) error { return errors.ErrUnsupported }
+
+func fsTypeName(dir string) string { return "the filesystem" }

@@ -1,14 +1,22 @@
 // Package mount mounts composefs images through the kernel, as upstream
-// mount.composefs does: the EROFS metadata image is mounted from the image
-// file (a loop device where the kernel cannot mount a file directly), then
-// overlayfs read-only on top with the object store as a data-only lower
-// layer, metacopy and redirect_dir on, and verity=require so the kernel
-// checks every object's fs-verity digest on open.
+// mount.composefs does: the EROFS metadata image is mounted read-only from
+// the image file (through a loop device where the kernel cannot mount a
+// file directly) in a private temporary directory, then overlayfs on the
+// target with that EROFS mount as its lower layer and the object store
+// directories as data-only lower layers, metacopy and redirect_dir on, and
+// verity=require so that the kernel checks every object's fs-verity digest
+// on open; the EROFS mount is then detached (the overlay holds it).
 //
 // Verification is on by default and fails closed: where the kernel or the
-// object store's filesystem has no fs-verity, VerifyKernel refuses to mount.
-// VerifyObjects checks every referenced object in user space before the
-// mount instead; VerifyNone is an explicit, named unverified mount.
+// object store's filesystem has no fs-verity, VerifyKernel refuses to
+// mount. VerifyObjects checks every referenced object in user space
+// before mounting instead; VerifyNone is an explicit, named unverified
+// mount. Options.ExpectedDigest checks the image itself, from the file
+// descriptor that is then mounted.
+//
+// Mounts are data: Plan returns the steps, a small executor applies them
+// (new mount API, falling back to mount(2) on older kernels) and unwinds
+// them in reverse order when one fails.
 package mount
 
 import (
@@ -28,7 +36,7 @@ const (
 	VerifyKernel VerifyMode = iota
 	// VerifyObjects: re-hash every referenced object in user space before
 	// mounting (for machines without fs-verity); protects against
-	// tampering before the mount, not after.
+	// objects altered before the mount, not after (nothing checks reads).
 	VerifyObjects
 	// VerifyNone: no object verification at all.
 	VerifyNone
@@ -49,14 +57,14 @@ func (m VerifyMode) String() string {
 // ParseVerifyMode parses "kernel", "objects" or "none".
 func ParseVerifyMode(s string) (VerifyMode, error) {
 	switch s {
-	case "kernel", "require", "":
+	case "kernel":
 		return VerifyKernel, nil
 	case "objects":
 		return VerifyObjects, nil
 	case "none":
 		return VerifyNone, nil
 	}
-	return 0, fmt.Errorf("verify mode %q: want kernel, objects or none", s)
+	return 0, fmt.Errorf("verify=%q: want kernel, objects or none", s)
 }
 
 // Options configures Mount.
@@ -65,18 +73,22 @@ type Options struct {
 	// searched in order. At least one.
 	BaseDirs []string
 	// ExpectedDigest, if set, is the fs-verity digest the image file must
-	// have; checked before anything is mounted, and the checked open file
-	// is the one mounted.
+	// have; checked before anything is mounted (measured by the kernel if
+	// the file has fs-verity, else computed), and the checked open file
+	// is the one mounted. Without fs-verity on the image, the check
+	// cannot stop a writer of the image file changing it afterwards.
 	ExpectedDigest *fsverity.Digest
 	// Verify selects object verification (default VerifyKernel).
 	Verify VerifyMode
 	// UpperDir and WorkDir make the overlay writable (both or neither).
 	UpperDir, WorkDir string
-	// Writable mounts read-write (only meaningful with UpperDir).
+	// Writable mounts read-write (needs UpperDir). The default is
+	// read-only, so the zero value is the safe one.
 	Writable bool
 	// TempDir holds the private EROFS mount point (default os.TempDir()).
 	TempDir string
-	// Logger receives debug records; nil discards.
+	// Logger receives debug records of every step and a warning for
+	// VerifyNone; nil discards.
 	Logger *slog.Logger
 }
 
@@ -105,9 +117,13 @@ func (o *Options) validate() error {
 
 // ParseOptions parses a mount(8) option string for mount.cfs:
 // basedir=DIR[:DIR…] (required), digest=HEX, verify=kernel|objects|none,
-// verity (= verify=kernel), upperdir=, workdir=, ro, rw. A backslash
-// escapes the next character (so ',' and ':' can appear in paths), as in
-// mount.composefs. Unknown options are errors.
+// verity (= verify=kernel), upperdir=DIR, workdir=DIR, ro, rw. A
+// backslash escapes the next character, as in mount.composefs, so ','
+// can appear in any value and ':' in a basedir (upstream splits basedir
+// after unescaping, so it cannot have ':'). Unknown options are errors,
+// as upstream. "rw" without upperdir/workdir still mounts read-only (mount(8)
+// passes "rw" by default; a composefs overlay without an upper directory
+// cannot be written).
 func ParseOptions(s string) (Options, error) {
 	var o Options
 	for _, opt := range splitEscaped(s, ',') {
@@ -116,20 +132,29 @@ func ParseOptions(s string) (Options, error) {
 		}
 		key, val, hasVal := strings.Cut(opt, "=")
 		switch key {
+		case "basedir", "digest", "verify", "upperdir", "workdir":
+			if !hasVal || val == "" {
+				return Options{}, fmt.Errorf("mount option %s needs a value", key)
+			}
+		}
+		switch key {
 		case "basedir":
 			for _, d := range splitEscaped(val, ':') {
+				if d == "" {
+					return Options{}, fmt.Errorf("mount option basedir=%s: empty directory", val)
+				}
 				o.BaseDirs = append(o.BaseDirs, unescape(d))
 			}
 		case "digest":
 			d, err := fsverity.ParseDigest(unescape(val))
 			if err != nil {
-				return o, fmt.Errorf("option digest: %w", err)
+				return Options{}, fmt.Errorf("mount option digest: %w", err)
 			}
 			o.ExpectedDigest = &d
 		case "verify":
 			m, err := ParseVerifyMode(unescape(val))
 			if err != nil {
-				return o, err
+				return Options{}, fmt.Errorf("mount option %w", err)
 			}
 			o.Verify = m
 		case "verity":
@@ -143,19 +168,14 @@ func ParseOptions(s string) (Options, error) {
 		case "rw":
 			o.Writable = true
 		default:
-			return o, fmt.Errorf("unknown mount option %q", key)
-		}
-		if !hasVal && (key == "basedir" || key == "digest" || key == "verify" || key == "upperdir" || key == "workdir") {
-			return o, fmt.Errorf("mount option %s needs a value", key)
+			return Options{}, fmt.Errorf("unsupported mount option %q", unescape(key))
 		}
 	}
-	if len(o.BaseDirs) == 0 {
-		return o, errors.New("mount option basedir is required")
-	}
-	// mount(8) passes "rw" unless told "ro"; without an upper directory
-	// an overlay of a composefs image can only be read-only.
 	if o.UpperDir == "" {
 		o.Writable = false
+	}
+	if err := o.validate(); err != nil {
+		return Options{}, err
 	}
 	return o, nil
 }
@@ -187,34 +207,6 @@ func unescape(s string) string {
 			i++
 		}
 		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// legacyOverlayData is the option string of the legacy mount(2) fallback:
-// lowerdir=META::BASE1::BASE2 (data-only layers), with ',' and ':' in
-// paths escaped by a backslash.
-func legacyOverlayData(meta string, o Options, verity bool, dataOnly bool) string {
-	esc := func(p string) string {
-		r := strings.NewReplacer(`\`, `\\`, ",", `\,`, ":", `\:`)
-		return r.Replace(p)
-	}
-	sep := "::"
-	if !dataOnly {
-		sep = ":"
-	}
-	var b strings.Builder
-	b.WriteString("metacopy=on,redirect_dir=on,lowerdir=")
-	b.WriteString(esc(meta))
-	for _, d := range o.BaseDirs {
-		b.WriteString(sep)
-		b.WriteString(esc(d))
-	}
-	if o.UpperDir != "" {
-		b.WriteString(",upperdir=" + esc(o.UpperDir) + ",workdir=" + esc(o.WorkDir))
-	}
-	if verity {
-		b.WriteString(",verity=require")
 	}
 	return b.String()
 }

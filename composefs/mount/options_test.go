@@ -7,22 +7,91 @@ import (
 
 func TestParseOptions(t *testing.T) {
 	d := strings.Repeat("ab", 32)
-	o, err := ParseOptions(`basedir=/a:/b\:c,digest=` + d + `,verify=objects,ro,upperdir=/u\,x,workdir=/w`)
+	o, err := ParseOptions(`basedir=/a:/b\:c:/d\,e,digest=` + d + `,verify=objects,rw,upperdir=/u\,x,workdir=/w\\y`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(o.BaseDirs) != 2 || o.BaseDirs[0] != "/a" || o.BaseDirs[1] != "/b:c" {
-		t.Fatalf("basedirs %q", o.BaseDirs)
+	if strings.Join(o.BaseDirs, "|") != `/a|/b:c|/d,e` {
+		t.Errorf("basedirs %q", o.BaseDirs)
 	}
-	if o.ExpectedDigest == nil || o.ExpectedDigest.String() != d || o.Verify != VerifyObjects || o.Writable {
-		t.Fatalf("parsed %+v", o)
+	if o.ExpectedDigest == nil || o.ExpectedDigest.String() != d {
+		t.Errorf("digest %v", o.ExpectedDigest)
 	}
-	if o.UpperDir != "/u,x" || o.WorkDir != "/w" {
-		t.Fatalf("upper/work %q %q", o.UpperDir, o.WorkDir)
+	if o.Verify != VerifyObjects || !o.Writable {
+		t.Errorf("verify %v writable %v", o.Verify, o.Writable)
 	}
-	for _, bad := range []string{"", "digest=" + d, "basedir=/a,digest=xyz", "basedir=/a,verify=maybe", "basedir=/a,bogus", "basedir"} {
-		if _, err := ParseOptions(bad); err == nil {
-			t.Errorf("ParseOptions(%q) accepted", bad)
+	if o.UpperDir != "/u,x" || o.WorkDir != `/w\y` {
+		t.Errorf("upper/work %q %q", o.UpperDir, o.WorkDir)
+	}
+}
+
+func TestParseOptionsDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		in       string
+		verify   VerifyMode
+		writable bool
+	}{
+		{"basedir=/o", VerifyKernel, false},
+		// mount(8) passes rw by default: without an upper dir the
+		// mount stays read-only.
+		{"rw,basedir=/o", VerifyKernel, false},
+		{"basedir=/o,verify=none,verity", VerifyKernel, false},
+		{"basedir=/o,verify=none", VerifyNone, false},
+		{"basedir=/o,upperdir=/u,workdir=/w", VerifyKernel, false},
+		{"basedir=/o,upperdir=/u,workdir=/w,rw", VerifyKernel, true},
+		{"basedir=/o,upperdir=/u,workdir=/w,rw,ro", VerifyKernel, false},
+		{",,basedir=/o,", VerifyKernel, false},
+	} {
+		o, err := ParseOptions(tc.in)
+		if err != nil {
+			t.Errorf("%s: %v", tc.in, err)
+			continue
+		}
+		if o.Verify != tc.verify || o.Writable != tc.writable || len(o.BaseDirs) != 1 || o.BaseDirs[0] != "/o" {
+			t.Errorf("%s: got %+v", tc.in, o)
+		}
+	}
+}
+
+func TestParseOptionsErrors(t *testing.T) {
+	d := strings.Repeat("ab", 32)
+	for _, tc := range []struct{ in, want string }{
+		{"", "basedir"},
+		{"digest=" + d, "basedir"},
+		{"basedir", "needs a value"},
+		{"basedir=", "needs a value"},
+		{"basedir=/a::/b", "empty directory"},
+		{"basedir=/a,digest=xyz", "digest"},
+		{"basedir=/a,digest", "needs a value"},
+		{"basedir=/a,verify=maybe", "verify"},
+		{"basedir=/a,bogus", `unsupported mount option "bogus"`},
+		{"basedir=/a,noacl=1", "unsupported"},
+		{"basedir=/a,upperdir=/u", "upperdir and workdir"},
+		{"basedir=/a,workdir=/w", "upperdir and workdir"},
+	} {
+		_, err := ParseOptions(tc.in)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseOptions(%q) = %v, want an error about %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestSplitEscaped(t *testing.T) {
+	for in, want := range map[string]string{
+		`a,b`:      "a|b",
+		`a\,b,c`:   `a\,b|c`,
+		`a\\,b`:    `a\\|b`,
+		`,`:        "|",
+		`trail\`:   `trail\`,
+		`x\\\,y,z`: `x\\\,y|z`,
+	} {
+		if got := strings.Join(splitEscaped(in, ','), "|"); got != want {
+			t.Errorf("splitEscaped(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{`a\,b`: "a,b", `a\\b`: `a\b`, `plain`: "plain", `end\`: `end\`} {
+		if got := unescape(in); got != want {
+			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -32,6 +101,7 @@ func TestValidate(t *testing.T) {
 		{},
 		{BaseDirs: []string{""}},
 		{BaseDirs: []string{"/o"}, UpperDir: "/u"},
+		{BaseDirs: []string{"/o"}, WorkDir: "/w"},
 		{BaseDirs: []string{"/o"}, Writable: true},
 		{BaseDirs: []string{"/o"}, Verify: 9},
 	} {
@@ -39,18 +109,8 @@ func TestValidate(t *testing.T) {
 			t.Errorf("validate(%+v) accepted", o)
 		}
 	}
-}
-
-func TestLegacyOverlayData(t *testing.T) {
-	o := Options{BaseDirs: []string{"/obj,1", "/o:2"}}
-	got := legacyOverlayData("/m", o, true, true)
-	want := `metacopy=on,redirect_dir=on,lowerdir=/m::/obj\,1::/o\:2,verity=require`
-	if got != want {
-		t.Fatalf("got  %s\nwant %s", got, want)
-	}
-	o.UpperDir, o.WorkDir = "/u", "/w"
-	if got := legacyOverlayData("/m", o, false, false); got != `metacopy=on,redirect_dir=on,lowerdir=/m:/obj\,1:/o\:2,upperdir=/u,workdir=/w` {
-		t.Fatalf("got %s", got)
+	if err := (&Options{BaseDirs: []string{"/o"}, UpperDir: "/u", WorkDir: "/w", Writable: true}).validate(); err != nil {
+		t.Errorf("valid options refused: %v", err)
 	}
 }
 
@@ -60,7 +120,9 @@ func TestParseVerifyMode(t *testing.T) {
 			t.Errorf("%s: %v %v", s, m, err)
 		}
 	}
-	if _, err := ParseVerifyMode("yes"); err == nil {
-		t.Error("accepted yes")
+	for _, bad := range []string{"", "yes", "Kernel"} {
+		if _, err := ParseVerifyMode(bad); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
 	}
 }

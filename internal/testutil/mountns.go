@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -54,4 +57,45 @@ func RequireMountNS(t testing.TB) {
 	if !InMountNS() {
 		Skip(t, "test mounts filesystems and must run in a private mount namespace (TestMain must call testutil.RunInMountNS)")
 	}
+}
+
+// MountPoints returns the mount points of this process's mount namespace
+// in /proc/self/mountinfo order (octal escapes such as \040 decoded).
+// Tests compare it before and after to prove nothing was left mounted.
+func MountPoints(t testing.TB) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			t.Fatalf("mountinfo line %q", line)
+		}
+		out = append(out, unescapeMountinfo(f[4]))
+	}
+	return out
+}
+
+// IsMountPoint reports whether dir is a mount point in this namespace.
+func IsMountPoint(t testing.TB, dir string) bool {
+	t.Helper()
+	return slices.Contains(MountPoints(t), dir)
+}
+
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Benchmark of `cfs-commit build` against `ostree commit` (Debian ostree,
+# bare repository), side by side in the same run, warm page cache.
+#
+#   bench/commit.sh [DIR]
+#
+# Without DIR it generates (once) the deterministic tree of bench/image.sh:
+# 60,000 files and 1 GiB under $CFS_BENCH_DIR (default /var/tmp/cfs-bench).
+# Prints seconds and peak RSS for:
+#   - cfs-commit build into a fresh repository             (first build)
+#   - cfs-commit build of the unchanged tree, same repo    (digest cache)
+#   - the same with --no-cache                              (re-read, objects exist)
+#   - ostree commit into a fresh bare repository
+# and the ratios ostree / cfs first build and rebuild / first build.
+# Targets: ostree / cfs >= 5; rebuild / first < 0.05. RUNS=N repeats each
+# measurement on fresh repositories and keeps the best time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/go/bin:$PATH
+RUNS=${RUNS:-1}
+BENCH=${CFS_BENCH_DIR:-/var/tmp/cfs-bench}
+mkdir -p "$BENCH" bin
+command -v /usr/bin/time >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
+command -v ostree >/dev/null || { echo "ostree not installed (apt-get install ostree)" >&2; exit 1; }
+go build -o bin/ ./cmd/cfs-commit
+go build -o "$BENCH/gentree" ./bench/gentree
+
+TREE=${1:-}
+if [[ -z $TREE ]]; then
+	TREE=$BENCH/tree
+	if [[ ! -f $BENCH/tree.done ]]; then
+		echo "generating $TREE (60,000 files, 1 GiB)..." >&2
+		rm -rf "$TREE"
+		"$BENCH/gentree" -files 60000 -bytes $((1 << 30)) "$TREE"
+		touch "$BENCH/tree.done"
+	fi
+fi
+FILES=$(find "$TREE" -type f | wc -l)
+BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+find "$TREE" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
+echo "tree: $TREE, $FILES files, $((BYTES / 1048576)) MiB, $(nproc) CPUs, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+W=$BENCH/commit
+rm -rf "$W"
+mkdir -p "$W"
+bin/cfs-commit keygen "$W/key" >/dev/null
+export SOURCE_DATE_EPOCH=1700000000
+
+# timed NAME CMD...: runs CMD, keeping the best wall time and its peak RSS.
+declare -A SECS RSS
+timed() {
+	local name=$1 t s m
+	shift
+	sync
+	/usr/bin/time -o "$W/time" -f '%e %M' "$@" >/dev/null 2>"$W/err" || {
+		echo "failed: $*" >&2
+		cat "$W/err" >&2
+		exit 1
+	}
+	t=$(tail -1 "$W/time")
+	s=${t% *} m=${t#* }
+	if [[ -z ${SECS[$name]:-} ]] || awk -v a="$s" -v b="${SECS[$name]}" 'BEGIN{exit !(a<b)}'; then
+		SECS[$name]=$s RSS[$name]=$m
+	fi
+}
+
+for ((i = 0; i < RUNS; i++)); do
+	rm -rf "$W/cfs" "$W/ostree"
+	bin/cfs-commit init --repo "$W/cfs" >/dev/null
+	timed first bin/cfs-commit build --repo "$W/cfs" --ref bench/x86_64/stable --key "$W/key.key" "$TREE"
+	timed rebuild bin/cfs-commit build --repo "$W/cfs" --ref bench/x86_64/stable --key "$W/key.key" "$TREE"
+	timed nocache bin/cfs-commit build --repo "$W/cfs" --ref bench/x86_64/stable --key "$W/key.key" --no-cache "$TREE"
+	rm -rf "$W/cfs"
+	ostree init --mode=bare --repo="$W/ostree"
+	timed ostree ostree commit --repo="$W/ostree" --branch=bench/x86_64/stable --tree=dir="$TREE"
+	rm -rf "$W/ostree"
+done
+
+printf '\n%-52s %8s %10s %9s\n' "command" "seconds" "files/s" "RSS MiB"
+for name in ostree first rebuild nocache; do
+	case $name in
+	ostree) label="ostree commit (bare repo, fresh)" ;;
+	first) label="cfs-commit build (fresh repo)" ;;
+	rebuild) label="cfs-commit build, unchanged tree (digest cache)" ;;
+	nocache) label="cfs-commit build, unchanged tree, --no-cache" ;;
+	esac
+	awk -v l="$label" -v s="${SECS[$name]}" -v f="$FILES" -v r="${RSS[$name]}" \
+		'BEGIN { if (s == 0) s = 0.01; printf "%-52s %8.2f %10.0f %9.1f\n", l, s, f/s, r/1024 }'
+done
+awk -v o="${SECS[ostree]}" -v c="${SECS[first]}" -v r="${SECS[rebuild]}" 'BEGIN {
+	if (c == 0) c = 0.01
+	printf "\nostree commit / cfs-commit build:  %6.2fx  (target >= 5x: %s)\n", o/c, (o/c >= 5 ? "met" : "MISSED")
+	printf "unchanged rebuild / first build:   %6.2f%%  (target < 5%%: %s)\n", 100*r/c, (r/c < 0.05 ? "met" : "MISSED")
+}'
