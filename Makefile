@@ -8,7 +8,7 @@ PREFIX   ?= /usr
 DESTDIR  ?=
 GOTESTFLAGS ?=
 
-CMDS := cfs-commit mount.cfs
+CMDS := cfs-commit cfs-deploy mount.cfs
 
 .PHONY: all deps build demo test test-short vet fmt-check bench install clean
 
@@ -46,7 +46,7 @@ bench: build
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/sbin
-	install -m 0755 $(BINDIR)/cfs-commit $(DESTDIR)$(PREFIX)/bin/cfs-commit
+	install -m 0755 $(BINDIR)/cfs-commit $(BINDIR)/cfs-deploy $(DESTDIR)$(PREFIX)/bin/
 	install -m 0755 $(BINDIR)/mount.cfs $(DESTDIR)/sbin/mount.cfs
 
 clean:
