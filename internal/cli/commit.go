@@ -23,6 +23,7 @@ func NewCommitCmd() *cobra.Command {
 		newShowCmd(),
 		newDiffCmd(),
 		newVerifyCmd(),
+		newFsckCmd(), newPruneCmd(),
 	)
 	return root
 }
