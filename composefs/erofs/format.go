@@ -5,6 +5,8 @@
 // reader (spec: ../shared/spec/composefs-image-format.md §7–§11).
 package erofs
 
+import "github.com/cfs-dev/cfs/composefs"
+
 // Block and slot sizes.
 const (
 	BlockSize     = 4096
@@ -119,3 +121,24 @@ const (
 	XattrPosixACLDefault      = "system.posix_acl_default"
 	XattrSelinux              = "security.selinux"
 )
+
+// FileType returns the directory entry file type (Ft*) of a mode.
+func FileType(mode uint32) uint8 {
+	switch mode & composefs.ModeTypeMask {
+	case composefs.TypeRegular:
+		return FtRegular
+	case composefs.TypeDir:
+		return FtDir
+	case composefs.TypeChar:
+		return FtChrdev
+	case composefs.TypeBlock:
+		return FtBlkdev
+	case composefs.TypeFifo:
+		return FtFifo
+	case composefs.TypeSocket:
+		return FtSock
+	case composefs.TypeSymlink:
+		return FtSymlink
+	}
+	return FtUnknown
+}

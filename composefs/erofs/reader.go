@@ -594,27 +594,6 @@ func rdParseDirBlock(b []byte, off int64, fn func(d rdDirent) error) error {
 	return nil
 }
 
-// rdFtypeOf is the EROFS rdDirent file type of a mode.
-func rdFtypeOf(mode uint32) uint8 {
-	switch mode & composefs.ModeTypeMask {
-	case composefs.TypeRegular:
-		return FtRegular
-	case composefs.TypeDir:
-		return FtDir
-	case composefs.TypeChar:
-		return FtChrdev
-	case composefs.TypeBlock:
-		return FtBlkdev
-	case composefs.TypeFifo:
-		return FtFifo
-	case composefs.TypeSocket:
-		return FtSock
-	case composefs.TypeSymlink:
-		return FtSymlink
-	}
-	return FtUnknown
-}
-
 // rdSeen records an inode already met during the walk.
 type rdSeen struct {
 	node    *composefs.Node // nil when the walk keeps no nodes or it was dropped
@@ -727,7 +706,7 @@ func (w *rdWalker) entry(d rdDirent, depth int) (*composefs.Node, error) {
 }
 
 func rdCheckFtype(d rdDirent, rawType uint32) error {
-	if want := rdFtypeOf(rawType); d.ftype != want {
+	if want := FileType(rawType); d.ftype != want {
 		return rdCorruptf(d.off+10, "directory entry %q has file type %d, its inode nid %d has type %d", d.name, d.ftype, d.nid, want)
 	}
 	return nil

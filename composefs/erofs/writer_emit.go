@@ -321,33 +321,13 @@ func (b *wrBuilder) emitDirents(o *wrOutput, ents []wrDirent) {
 		p := o.space(DirentSize)
 		wrLE.PutUint64(p[0:], b.inodes[d.target].nid)
 		wrLE.PutUint16(p[8:], nameoff)
-		p[10] = wrFileType(b.inodes[d.target].mode)
+		p[10] = FileType(b.inodes[d.target].mode)
 		p[11] = 0
 		nameoff += uint16(len(d.name))
 	}
 	for _, d := range ents {
 		o.write(d.name)
 	}
-}
-
-func wrFileType(mode uint32) uint8 {
-	switch mode & composefs.ModeTypeMask {
-	case composefs.TypeRegular:
-		return FtRegular
-	case composefs.TypeDir:
-		return FtDir
-	case composefs.TypeChar:
-		return FtChrdev
-	case composefs.TypeBlock:
-		return FtBlkdev
-	case composefs.TypeFifo:
-		return FtFifo
-	case composefs.TypeSocket:
-		return FtSock
-	case composefs.TypeSymlink:
-		return FtSymlink
-	}
-	return FtUnknown
 }
 
 // emitData writes the data blocks of an inode (spec §10).
