@@ -910,3 +910,20 @@ func TestBadInput(t *testing.T) {
 		small.unchanged(t, before)
 	})
 }
+
+// prune on a sysroot's repository would drop commits that deployments use
+// (they have no refs): the CLI refuses and points at cfs-deploy cleanup.
+func TestPruneRefusesSysrootRepository(t *testing.T) {
+	sys := t.TempDir()
+	repoDir := filepath.Join(sys, "cfs", "repo")
+	if err := os.MkdirAll(filepath.Join(sys, "cfs", "deploy"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Init(repoDir); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(cfsBin, "prune", "--repo", repoDir, "--keep", "1").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "cfs-deploy cleanup") {
+		t.Fatalf("prune on a sysroot repository: %v %s", err, out)
+	}
+}

@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/cfs-dev/cfs/commit/repo"
 	"github.com/cfs-dev/cfs/internal/progress"
@@ -141,6 +143,13 @@ func newPruneCmd() *cobra.Command {
 			r, err := repo.Open(o.repo)
 			if err != nil {
 				return err
+			}
+			// Deployments reference commits without refs: only
+			// cfs-deploy cleanup knows what a sysroot still needs.
+			if abs, err := filepath.Abs(o.repo); err == nil && filepath.Base(abs) == "repo" {
+				if st, err := os.Stat(filepath.Join(filepath.Dir(abs), "deploy")); err == nil && st.IsDir() {
+					return usagef("%s is the repository of a sysroot with deployments: use cfs-deploy cleanup, which keeps what deployments need", o.repo)
+				}
 			}
 			rep, err := r.Prune(cmd.Context(), o.opts)
 			if err != nil {
