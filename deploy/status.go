@@ -12,6 +12,9 @@ import (
 // and documented in docs/deployments.md.
 type Status struct {
 	Deployments []DeploymentStatus `json:"deployments"`
+	// TPM is the TPM state (mode, counter, measured PCR, booted digest);
+	// the CLI fills it (it owns the TPM transport), Status leaves it nil.
+	TPM *TPMStatus `json:"tpm,omitempty"`
 }
 
 // DeploymentStatus is one deployment, in boot order: a staged deployment

@@ -43,6 +43,7 @@ func NewDeployCmd() *cobra.Command {
 		newDeployPinCmd(g, true),
 		newDeployPinCmd(g, false),
 		newDeployCleanupCmd(g),
+		newDeployTPMCmd(g),
 	)
 	return root
 }
@@ -78,6 +79,7 @@ func deployExitCode(err error) int {
 type deployGlobals struct {
 	sysroot string
 	cmdline string
+	tpm     string // --tpm URI (deploy_tpm.go)
 }
 
 func (g *deployGlobals) addFlags(cmd *cobra.Command) {
@@ -85,6 +87,7 @@ func (g *deployGlobals) addFlags(cmd *cobra.Command) {
 	f.StringVar(&g.sysroot, "sysroot", "/", "the physical root file system holding cfs/ and boot/")
 	f.StringVar(&g.cmdline, "cmdline", "", "kernel command line to find the booted deployment in (testing; default /proc/cmdline)")
 	_ = f.MarkHidden("cmdline")
+	addTPMFlag(f, g)
 }
 
 func (g *deployGlobals) open(cmd *cobra.Command) (*deploy.Sysroot, error) {
@@ -102,6 +105,7 @@ func (g *deployGlobals) open(cmd *cobra.Command) (*deploy.Sysroot, error) {
 			return nil
 		}
 	}
+	opts.Hooks.PreSwap = g.tpmPreSwap(cmd)
 	return deploy.Open(g.sysroot, opts)
 }
 
@@ -343,6 +347,9 @@ func newDeployStatusCmd(g *deployGlobals) *cobra.Command {
 			}
 			st, err := s.Status(cmd.Context())
 			if err != nil {
+				return err
+			}
+			if st.TPM, err = g.tpmStatus(cmd, s); err != nil {
 				return err
 			}
 			if asJSON {
