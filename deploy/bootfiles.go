@@ -67,6 +67,9 @@ type bootFiles struct {
 	Reused    bool   // the directory existed and verified
 	Vmlinuz   string // absolute
 	Initramfs string // absolute, "" if none
+	// MadeDirs are the parent directories this install created, deepest
+	// first, for the caller to remove (when empty) if it rolls back.
+	MadeDirs []string
 }
 
 // bootPrefix is what entry paths start with: "" when boot/ is its own
@@ -124,6 +127,12 @@ func (s *Sysroot) installBootFiles(ctx context.Context, stateroot string, m *com
 		s.log.Warn("boot files damaged, replacing them", "dir", b.Dir, "err", err)
 	}
 	parent := filepath.Dir(b.Dir)
+	for d := parent; d != s.bootDir() && d != filepath.Dir(d); d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		b.MadeDirs = append(b.MadeDirs, d)
+	}
 	if err := mkdirDurable(parent); err != nil {
 		return nil, false, err
 	}

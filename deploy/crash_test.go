@@ -292,3 +292,29 @@ func TestCrashSafety(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstSwitchFailureLeavesNothing: the very first switch of a sysroot
+// creates the boot directories; failing late must remove them too, so the
+// sysroot is exactly as init left it.
+func TestFirstSwitchFailureLeavesNothing(t *testing.T) {
+	f := newFixture(t)
+	f.build(defaultSpec("1"))
+	s0 := f.open()
+	f.pull(s0)
+	opts := f.opts
+	opts.Hooks.Step = func(s string) error {
+		if s == deploy.StepEntryWritten {
+			return errInjected
+		}
+		return nil
+	}
+	s, err := deploy.Open(f.root, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, f.root)
+	if _, err := s.Switch(context.Background(), testRef, deploy.SwitchOptions{}); !errors.Is(err, errInjected) {
+		t.Fatalf("switch: %v", err)
+	}
+	requireUnchanged(t, before, f.root)
+}

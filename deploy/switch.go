@@ -308,7 +308,19 @@ func (s *Sysroot) doSwitch(ctx context.Context, rev string, opts SwitchOptions) 
 		return nil, err
 	}
 	if created {
-		undo.push(func() error { return removeAllDurable(bf.Dir) })
+		undo.push(func() error {
+			if err := removeAllDurable(bf.Dir); err != nil {
+				return err
+			}
+			// Parents made for this install go too (only if empty).
+			for _, d := range bf.MadeDirs {
+				if err := os.Remove(d); err != nil {
+					break
+				}
+				_ = atomicfile.SyncDir(filepath.Dir(d))
+			}
+			return nil
+		})
 	}
 	res.BootFilesReused = bf.Reused
 	if err := s.step(StepBootFilesWritten); err != nil {
