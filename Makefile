@@ -48,6 +48,8 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/sbin
 	install -m 0755 $(BINDIR)/cfs-commit $(BINDIR)/cfs-deploy $(DESTDIR)$(PREFIX)/bin/
 	install -m 0755 $(BINDIR)/mount.cfs $(DESTDIR)/sbin/mount.cfs
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0644 systemd/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
 
 clean:
 	rm -rf $(BINDIR)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -233,6 +235,7 @@ func newDeploySwitchCmd(g *deployGlobals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			startFinalizer(cmd, g, res)
 			return printSwitch(cmd.OutOrStdout(), res, o.json)
 		},
 	}
@@ -255,11 +258,37 @@ func newDeployUpgradeCmd(g *deployGlobals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			startFinalizer(cmd, g, res)
 			return printSwitch(cmd.OutOrStdout(), res, o.json)
 		},
 	}
 	o.addFlags(cmd)
 	return cmd
+}
+
+// FinalizeUnit is the systemd unit whose ExecStop finalizes a staged
+// deployment at shutdown (systemd/cfs-finalize-staged.service).
+const FinalizeUnit = "cfs-finalize-staged.service"
+
+// startFinalizer starts the finalize unit after a staged switch on the
+// running system (sysroot /, systemd running), so the deployment is
+// finalized at shutdown; elsewhere it says how to finalize by hand.
+func startFinalizer(cmd *cobra.Command, g *deployGlobals, res *deploy.SwitchResult) {
+	if !res.Staged {
+		return
+	}
+	if filepath.Clean(g.sysroot) != "/" || !fileExists("/run/systemd/system") {
+		fmt.Fprintf(cmd.ErrOrStderr(), "cfs-deploy: staged; run `cfs-deploy --sysroot %s finalize` to make it the default\n", g.sysroot)
+		return
+	}
+	if out, err := exec.CommandContext(cmd.Context(), "systemctl", "start", FinalizeUnit).CombinedOutput(); err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "cfs-deploy: warning: could not start %s (%v: %s); the staged deployment will not be finalized at shutdown\n", FinalizeUnit, err, strings.TrimSpace(string(out)))
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func printSwitch(w io.Writer, res *deploy.SwitchResult, asJSON bool) error {
