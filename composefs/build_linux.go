@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cfs-dev/cfs/composefs/fsverity"
+	"github.com/cfs-dev/cfs/composefs/objstore"
 )
 
 // BuildFromDir reads the directory tree at dir into a composefs tree as
@@ -109,7 +110,13 @@ type builder struct {
 	errOnce sync.Once
 	err     error
 
-	inserted sync.Map // fsverity.Digest → struct{}: objects handled in this build
+	// inserted holds the objects handled in this build (a plain map: a
+	// sync.Map costs about three times the memory per entry).
+	insertedMu sync.Mutex
+	inserted   map[fsverity.Digest]struct{}
+	// batch queues the objects copied into opts.Store; they are made
+	// durable and published together when the build succeeds.
+	batch *objstore.Batch
 
 	files, bytes, entries     atomic.Int64
 	totalFiles, totalBytes    atomic.Int64
@@ -166,6 +173,9 @@ func (b *builder) run() (*Node, error) {
 		go b.reportProgress(stopProgress, progressDone)
 	}
 
+	if b.opts.Store != nil {
+		b.batch = b.opts.Store.Batch()
+	}
 	var wg sync.WaitGroup
 	for range threads {
 		wg.Go(b.walker)
@@ -178,6 +188,13 @@ func (b *builder) run() (*Node, error) {
 	close(stopProgress)
 	if progressDone != nil {
 		<-progressDone
+	}
+	if b.batch != nil {
+		if b.err != nil {
+			b.batch.Abort()
+		} else if err := b.batch.Flush(b.ctx); err != nil {
+			return nil, fmt.Errorf("build from %s: %w", b.root, err)
+		}
 	}
 	if b.err != nil {
 		return nil, b.err
@@ -672,10 +689,10 @@ func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
 	}
 	d := h.Digest()
 	written := false
-	if s := b.opts.Store; s != nil {
-		if _, dup := b.inserted.LoadOrStore(d, struct{}{}); !dup {
+	if b.batch != nil {
+		if b.firstInsert(d) {
 			b.objects.Add(1)
-			written, err = s.InsertFile(b.ctx, f, total, d)
+			written, err = b.batch.InsertFile(b.ctx, f, total, d)
 			if err != nil {
 				return fmt.Errorf("store %s: %w", p.abs, err)
 			}
@@ -689,8 +706,8 @@ func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
 	}
 	if keyOf(&st) != t.key {
 		if written {
-			// The stored copy may not match d: take it back.
-			b.opts.Store.Remove(d)
+			// The queued copy may not match d: drop it.
+			b.batch.Discard(d)
 		}
 		return fmt.Errorf("%s: %w", p.abs, ErrSourceChanged)
 	}
@@ -701,6 +718,21 @@ func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
 		b.opts.Cache.Add(t.key.fileKey(), d)
 	}
 	return nil
+}
+
+// firstInsert reports whether d is handled for the first time in this
+// build, and records it.
+func (b *builder) firstInsert(d fsverity.Digest) bool {
+	b.insertedMu.Lock()
+	defer b.insertedMu.Unlock()
+	if _, dup := b.inserted[d]; dup {
+		return false
+	}
+	if b.inserted == nil {
+		b.inserted = make(map[fsverity.Digest]struct{})
+	}
+	b.inserted[d] = struct{}{}
+	return true
 }
 
 func (k statKey) fileKey() FileKey {
@@ -721,7 +753,7 @@ func (b *builder) fromCache(t fileTask) (bool, error) {
 		if err != nil || !has {
 			return false, err
 		}
-		if _, dup := b.inserted.LoadOrStore(d, struct{}{}); !dup {
+		if b.firstInsert(d) {
 			b.objects.Add(1)
 		}
 	}

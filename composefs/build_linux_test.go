@@ -727,3 +727,47 @@ func TestBuildDetectsChange(t *testing.T) {
 		t.Fatalf("digest %v", node.Digest)
 	}
 }
+
+// A build with a store that is cancelled once every file has been copied
+// (the last Progress call comes before the objects are published) leaves
+// neither objects nor temporary files in the store.
+func TestBuildCancelledLeavesStoreEmpty(t *testing.T) {
+	dir := t.TempDir()
+	const files = 20
+	for i := range files {
+		writeFile(t, filepath.Join(dir, fmt.Sprintf("f%02d", i)), bytes.Repeat([]byte{byte(i + 1)}, 100+i*1000))
+	}
+	storeDir := filepath.Join(t.TempDir(), "objects")
+	store, err := objstore.Open(storeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var sawAll bool
+	_, err = BuildFromDir(ctx, dir, BuildOptions{Store: store, Progress: func(p BuildProgress) {
+		if p.WalkDone && p.Files == files {
+			sawAll = true
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled build: %v, want context.Canceled", err)
+	}
+	if !sawAll {
+		t.Fatal("the final progress report did not count every file")
+	}
+	var left []string
+	filepath.WalkDir(storeDir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			left = append(left, p)
+		}
+		return nil
+	})
+	if len(left) != 0 {
+		t.Fatalf("cancelled build left %q in the store", left)
+	}
+	if st := store.Stats(); st.Written != 0 {
+		t.Fatalf("Stats().Written = %d after a cancelled build", st.Written)
+	}
+}

@@ -7,8 +7,10 @@
 //
 // Objects are published atomically (temporary file in the store, fsync,
 // no-clobber rename, directory fsync) and an object that already exists is
-// re-verified, never trusted. A Store is safe for concurrent use by many
-// goroutines and by several processes sharing the directory.
+// re-verified, never trusted. A Batch (Store.Batch) inserts many objects
+// with one filesystem sync instead of one fsync per object. A Store is
+// safe for concurrent use by many goroutines and by several processes
+// sharing the directory.
 package objstore
 
 import (
@@ -212,15 +214,26 @@ func (s *Store) checkExisting(ctx context.Context, d fsverity.Digest) (bool, err
 // against d as well. src is read with positional I/O from offset 0; its
 // file offset may change.
 func (s *Store) InsertFile(ctx context.Context, src *os.File, size int64, d fsverity.Digest) (written bool, err error) {
-	if err := ctx.Err(); err != nil {
+	name, exists, err := s.prepareFile(ctx, src, size, d, true)
+	if exists || err != nil {
 		return false, err
 	}
+	return s.publish(ctx, name, d, true)
+}
+
+// prepareFile checks for an existing object d (exists) and otherwise
+// copies src into a finished temporary file, fsynced if durable, and
+// returns its name.
+func (s *Store) prepareFile(ctx context.Context, src *os.File, size int64, d fsverity.Digest, durable bool) (name string, exists bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return "", false, err
+	}
 	if ok, err := s.checkExisting(ctx, d); ok || err != nil {
-		return false, err
+		return "", ok, err
 	}
 	tmp, err := s.createTemp()
 	if err != nil {
-		return false, err
+		return "", false, err
 	}
 	defer func() {
 		if tmp != nil {
@@ -230,17 +243,17 @@ func (s *Store) InsertFile(ctx context.Context, src *os.File, size int64, d fsve
 	}()
 	hashed, sum, err := copyContent(ctx, tmp, src, size)
 	if err != nil {
-		return false, fmt.Errorf("object store: copy %s into %s: %w", src.Name(), tmp.Name(), err)
+		return "", false, fmt.Errorf("object store: copy %s into %s: %w", src.Name(), tmp.Name(), err)
 	}
 	if hashed && sum != d {
-		return false, fmt.Errorf("object store: insert %s as %s: %w (it has %s)", src.Name(), d, ErrDigestMismatch, sum)
+		return "", false, fmt.Errorf("object store: insert %s as %s: %w (it has %s)", src.Name(), d, ErrDigestMismatch, sum)
 	}
-	name := tmp.Name()
-	if err := s.finish(tmp, d); err != nil {
-		return false, err
+	name = tmp.Name()
+	if err := s.finish(tmp, d, durable); err != nil {
+		return "", false, err
 	}
 	tmp = nil
-	return s.publish(ctx, name, d)
+	return name, false, nil
 }
 
 // Insert stores everything r yields as a new object, hashing it while it
@@ -271,11 +284,11 @@ func (s *Store) Insert(ctx context.Context, r io.Reader) (fsverity.Digest, int64
 	if ok, err := s.checkExisting(ctx, d); ok || err != nil {
 		return d, n, err
 	}
-	if err := s.finish(tmp, d); err != nil {
+	if err := s.finish(tmp, d, true); err != nil {
 		return d, n, err
 	}
 	tmp = nil
-	if _, err := s.publish(ctx, name, d); err != nil {
+	if _, err := s.publish(ctx, name, d, true); err != nil {
 		return d, n, err
 	}
 	return d, n, nil
@@ -294,13 +307,14 @@ func (s *Store) createTemp() (*os.File, error) {
 	return f, nil
 }
 
-// finish sets the object mode, makes the data durable, closes the file,
-// and tries to enable fs-verity on it; when that works, the kernel's
+// finish sets the object mode, makes the data durable (if durable; a
+// batch syncs the whole filesystem at once instead), closes the file, and
+// tries to enable fs-verity on it; when that works, the kernel's
 // measurement must equal d. On error the file is removed.
-func (s *Store) finish(f *os.File, d fsverity.Digest) error {
+func (s *Store) finish(f *os.File, d fsverity.Digest, durable bool) error {
 	name := f.Name()
 	err := f.Chmod(ObjectMode)
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -344,8 +358,9 @@ func enableVerity(name string, d fsverity.Digest) error {
 
 // publish renames the finished temporary file to the object's name without
 // replacing an existing object; if one appeared meanwhile it is verified
-// and the temporary file dropped. The object's directory is fsynced.
-func (s *Store) publish(ctx context.Context, tmp string, d fsverity.Digest) (bool, error) {
+// and the temporary file dropped. The object's directory is fsynced if
+// syncDir (a batch syncs the filesystem once instead).
+func (s *Store) publish(ctx context.Context, tmp string, d fsverity.Digest, syncDir bool) (bool, error) {
 	dst := s.Path(d)
 	for attempt := 0; ; attempt++ {
 		if err := s.ensureFanout(d); err != nil {
@@ -358,6 +373,9 @@ func (s *Store) publish(ctx context.Context, tmp string, d fsverity.Digest) (boo
 			s.written.Add(1)
 			if st, err := os.Lstat(dst); err == nil {
 				s.bytesWritten.Add(st.Size())
+			}
+			if !syncDir {
+				return true, nil
 			}
 			if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
 				return true, fmt.Errorf("object store: %w", err)

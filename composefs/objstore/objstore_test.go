@@ -696,13 +696,13 @@ func TestPublishLosesRace(t *testing.T) {
 			t.Fatal(err)
 		}
 		name := tmp.Name()
-		if err := s.finish(tmp, d); err != nil {
+		if err := s.finish(tmp, d, true); err != nil {
 			t.Fatal(err)
 		}
 		return name
 	}
 	tmp := stage(data)
-	written, err := s.publish(ctx, tmp, d)
+	written, err := s.publish(ctx, tmp, d, true)
 	if err != nil || written {
 		t.Fatalf("publish over an identical object = %v, %v; want false, nil", written, err)
 	}
@@ -717,7 +717,7 @@ func TestPublishLosesRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	tmp = stage(data)
-	if _, err := s.publish(ctx, tmp, d); !errors.Is(err, ErrCorrupt) {
+	if _, err := s.publish(ctx, tmp, d, true); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("publish over a corrupt object: %v, want ErrCorrupt", err)
 	}
 	if got, _ := os.ReadFile(s.Path(d)); !bytes.Equal(got, bad) {

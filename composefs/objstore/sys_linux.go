@@ -116,3 +116,18 @@ func fallbackErr(err error) bool {
 	}
 	return false
 }
+
+// syncStore makes every dirty file of the store's filesystem durable with
+// one syncfs(2) (which also reports writeback errors since Linux 5.8).
+// names (temporary files of a batch) need no separate treatment here.
+func syncStore(dir string, names []string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return &os.PathError{Op: "syncfs", Path: dir, Err: err}
+	}
+	return nil
+}

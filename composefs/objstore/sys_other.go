@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/cfs-dev/cfs/composefs/fsverity"
 )
@@ -46,4 +47,36 @@ func copyContent(ctx context.Context, dst, src *os.File, size int64) (bool, fsve
 	}
 	sum, err := copyRW(ctx, dst, src, size)
 	return true, sum, err
+}
+
+// syncStore makes the named files in dir durable, one fsync each (there
+// is no syncfs here); without names it fsyncs dir and its fan-out
+// directories, making published names durable.
+func syncStore(dir string, names []string) error {
+	if names == nil {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		names = []string{"."}
+		for _, e := range ents {
+			if e.IsDir() {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	for _, name := range names {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
