@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -111,12 +110,6 @@ func (g *deployGlobals) open(cmd *cobra.Command) (*deploy.Sysroot, error) {
 	return deploy.Open(g.sysroot, opts)
 }
 
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
-}
 
 // --- init ---
 
@@ -185,7 +178,7 @@ func newDeployPullCmd(g *deployGlobals) *cobra.Command {
 				return err
 			}
 			if o.json {
-				return printJSON(cmd.OutOrStdout(), res)
+				return writeJSON(cmd.OutOrStdout(), res)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s → %s: %d objects, %d fetched (%d bytes)\n", res.Ref, res.Commit, res.Objects, res.Fetched, res.FetchedBytes)
 			return nil
@@ -293,7 +286,7 @@ func fileExists(p string) bool {
 
 func printSwitch(w io.Writer, res *deploy.SwitchResult, asJSON bool) error {
 	if asJSON {
-		return printJSON(w, res)
+		return writeJSON(w, res)
 	}
 	switch {
 	case !res.Changed:
@@ -351,7 +344,7 @@ func newDeployRollbackCmd(g *deployGlobals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), res)
+				return writeJSON(cmd.OutOrStdout(), res)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "default is now %s (was %s)\n", res.Default, res.Previous)
 			return nil
@@ -382,7 +375,7 @@ func newDeployStatusCmd(g *deployGlobals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
+				return writeJSON(cmd.OutOrStdout(), st)
 			}
 			printStatus(cmd.OutOrStdout(), st)
 			return nil
@@ -483,7 +476,7 @@ func newDeployCleanupCmd(g *deployGlobals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), res)
+				return writeJSON(cmd.OutOrStdout(), res)
 			}
 			verb := "removed"
 			if dryRun {

@@ -135,7 +135,7 @@ func newTPMEnrollCmd(g *deployGlobals) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return printJSON(cmd.OutOrStdout(), res)
+					return writeJSON(cmd.OutOrStdout(), res)
 				}
 				w := cmd.OutOrStdout()
 				fmt.Fprintf(w, "enrolled the TPM in %s: mode %s, PCRs %v, measure PCR %d\n", s.Path(), res.Mode, res.PCRs, res.MeasurePCR)
@@ -180,7 +180,7 @@ func newTPMCheckCmd(g *deployGlobals) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					if err := printJSON(cmd.OutOrStdout(), res); err != nil {
+					if err := writeJSON(cmd.OutOrStdout(), res); err != nil {
 						return err
 					}
 				} else {
@@ -228,7 +228,7 @@ func newTPMBlessCmd(g *deployGlobals) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return printJSON(cmd.OutOrStdout(), res)
+					return writeJSON(cmd.OutOrStdout(), res)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "anti-rollback counter at %d (%s, rollback index %d)\n", res.Counter, res.Deployment, res.RollbackIndex)
 				return nil
@@ -255,7 +255,7 @@ func newTPMStatusCmd(g *deployGlobals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
+				return writeJSON(cmd.OutOrStdout(), st)
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "Mode: %s\nEnrolled: %v\n", st.Mode, st.Enrolled)
