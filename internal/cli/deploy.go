@@ -110,7 +110,6 @@ func (g *deployGlobals) open(cmd *cobra.Command) (*deploy.Sysroot, error) {
 	return deploy.Open(g.sysroot, opts)
 }
 
-
 // --- init ---
 
 type deployInitOptions struct {
