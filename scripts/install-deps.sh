@@ -5,7 +5,7 @@
 # everything is already there.
 set -euo pipefail
 
-PKGS=(erofs-utils fsverity attr acl util-linux e2fsprogs swtpm swtpm-tools tpm2-tools ostree)
+PKGS=(erofs-utils fsverity attr acl util-linux mount e2fsprogs swtpm swtpm-tools tpm2-tools ostree systemd)
 
 missing=()
 for p in "${PKGS[@]}"; do
