@@ -381,6 +381,9 @@ func (f *fsck) scanObjects(ctx context.Context) error {
 		}
 		for _, o := range ents {
 			p := filepath.Join(dir, name, o.Name())
+			if strings.HasPrefix(o.Name(), ".tmp-") {
+				continue // a leftover staged in the fan-out directory
+			}
 			d, err := fsverity.ParseDigest(name + o.Name())
 			if err != nil || len(o.Name()) != 62 || !isLowerHexString(o.Name()) {
 				f.objectProblem(Problem{Kind: ProblemStrayFile, Path: f.rel(p), Detail: "not named like an object"})
@@ -856,7 +859,7 @@ func (f *fsck) checkSummary() []Problem {
 }
 
 // leftovers lists the temporary files of interrupted writers: everything
-// in tmp/, objects/.tmp-*, .NAME.tmp-* files beside published files (in
+// in tmp/, objects/.tmp-* and objects/XX/.tmp-*, .NAME.tmp-* files beside published files (in
 // the root, commits/, cache/ and refs/), and signatures in commits/ whose
 // commit file was never written.
 func (r *Repo) leftovers() ([]Leftover, error) {
@@ -896,8 +899,20 @@ func (r *Repo) leftovers() ([]Leftover, error) {
 			return nil, err
 		}
 	}
+	// Objects are also staged in their fan-out directories.
+	fanouts, err := os.ReadDir(r.Objects.Dir())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("list leftovers: %w", err)
+	}
+	for _, e := range fanouts {
+		if e.IsDir() && len(e.Name()) == 2 {
+			if err := list(filepath.Join(r.Objects.Dir(), e.Name()), func(n string) bool { return strings.HasPrefix(n, ".tmp-") }); err != nil {
+				return nil, err
+			}
+		}
+	}
 	refs := filepath.Join(r.root, RefsDir)
-	err := filepath.WalkDir(refs, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(refs, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil

@@ -53,7 +53,11 @@ func (b *Batch) InsertFile(ctx context.Context, src *os.File, size int64, d fsve
 	if exists || err != nil {
 		return false, err
 	}
-	base := filepath.Base(name)
+	base, err := filepath.Rel(b.s.dir, name) // "ab/.tmp-…": staged in its fan-out directory
+	if err != nil {
+		os.Remove(name)
+		return false, err
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	_, queued = b.pending[d]

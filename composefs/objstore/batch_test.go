@@ -3,6 +3,7 @@ package objstore
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +42,7 @@ func batchInputs(t *testing.T, b *Batch, n int) []fsverity.Digest {
 func countTemps(names []string) int {
 	n := 0
 	for _, name := range names {
-		if strings.HasPrefix(name, tempPrefix) {
+		if strings.HasPrefix(filepath.Base(name), tempPrefix) {
 			n++
 		}
 	}

@@ -231,7 +231,10 @@ func (s *Store) prepareFile(ctx context.Context, src *os.File, size int64, d fsv
 	if ok, err := s.checkExisting(ctx, d); ok || err != nil {
 		return "", ok, err
 	}
-	tmp, err := s.createTemp()
+	// The digest is known: stage the copy in its fan-out directory, so
+	// that concurrent inserts do not all create files in one directory
+	// (ext4 serialises creations per directory).
+	tmp, err := s.createTempIn(d)
 	if err != nil {
 		return "", false, err
 	}
@@ -296,6 +299,18 @@ func (s *Store) Insert(ctx context.Context, r io.Reader) (fsverity.Digest, int64
 
 // createTemp creates a temporary file in the store's top directory,
 // creating that directory if needed.
+// createTempIn creates a temporary file in the fan-out directory of d.
+func (s *Store) createTempIn(d fsverity.Digest) (*os.File, error) {
+	if err := s.ensureFanout(d); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, d.String()[:2]), tempPrefix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("object store: %w", err)
+	}
+	return f, nil
+}
+
 func (s *Store) createTemp() (*os.File, error) {
 	if err := s.ensureRoot(); err != nil {
 		return nil, err
