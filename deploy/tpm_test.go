@@ -7,15 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
 
@@ -30,88 +25,14 @@ import (
 
 // --- swtpm on loopback, one per test (the pattern of tpm/swtpm_test.go) ---
 
-type swtpm struct{ port int }
-
-var swtpmMu sync.Mutex
+type swtpm struct{ *testutil.SWTPM }
 
 func startSWTPM(t *testing.T) *swtpm {
 	t.Helper()
-	bin := testutil.RequireTool(t, "swtpm")
-	swtpmMu.Lock()
-	defer swtpmMu.Unlock()
-	state := t.TempDir()
-	var lastErr error
-	for attempt := 0; attempt < 10; attempt++ {
-		port := freePortPair(t)
-		var stderr bytes.Buffer
-		cmd := exec.Command(bin, "socket", "--tpm2", "--tpmstate", "dir="+state,
-			"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port),
-			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port+1),
-			"--flags", "not-need-init,startup-clear")
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start swtpm: %v", err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		if err := waitListening(port, exited); err != nil {
-			lastErr = fmt.Errorf("%v: %s", err, stderr.String())
-			_ = cmd.Process.Kill()
-			continue
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		})
-		return &swtpm{port: port}
-	}
-	t.Fatalf("swtpm did not start: %v", lastErr)
-	return nil
+	return &swtpm{testutil.StartSWTPM(t, "", true)}
 }
 
-func freePortPair(t *testing.T) int {
-	t.Helper()
-	for i := 0; i < 100; i++ {
-		l1, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l1.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+1))
-		l1.Close()
-		if err == nil {
-			l2.Close()
-			return port
-		}
-	}
-	t.Fatal("no free consecutive TCP port pair on 127.0.0.1")
-	return 0
-}
-
-func waitListening(port int, exited <-chan error) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for _, p := range []int{port + 1, port} {
-		for {
-			select {
-			case err := <-exited:
-				return fmt.Errorf("swtpm exited: %v", err)
-			default:
-			}
-			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("swtpm port %d never opened: %v", p, err)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}
-	return nil
-}
-
-func (s *swtpm) uri() string { return fmt.Sprintf("swtpm:127.0.0.1:%d", s.port) }
+func (s *swtpm) uri() string { return s.URI() }
 
 // with runs f on a fresh connection, closed afterwards: swtpm serves one
 // client at a time, and the CLI under test opens its own.
@@ -128,18 +49,7 @@ func (s *swtpm) with(t *testing.T, f func(transport.TPM)) {
 // tool runs a tpm2-tools command against this swtpm.
 func (s *swtpm) tool(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	bin := testutil.RequireTool(t, name)
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port=%d", s.port))
-	out, err := cmd.Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, ee.Stderr)
-		}
-		t.Fatalf("%s: %v", name, err)
-	}
-	return string(out)
+	return s.Tool(t, name, args...)
 }
 
 // --- helpers ---
@@ -441,7 +351,11 @@ func TestTPMNoTPM(t *testing.T) {
 			mustCLI(t, "--sysroot", f.root, "--tpm", tp.uri(), "switch", testRef)
 			pathA := defaultDeployment(t, f)
 			f.buildRI(s, defaultSpec("2.0"), 0)
-			closed := fmt.Sprintf("swtpm:127.0.0.1:%d", freePortPair(t))
+			port, err := testutil.FreePortPair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			closed := fmt.Sprintf("swtpm:127.0.0.1:%d", port)
 			before := snapshot(t, f.root)
 			_, errOut, err := deployCLI(t, "--sysroot", f.root, "--tpm", closed, "switch", testRef)
 			if mode == "required" {
