@@ -16,29 +16,9 @@
 # measurement on fresh repositories and keeps the best time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH=/usr/local/go/bin:$PATH
 RUNS=${RUNS:-1}
-BENCH=${CFS_BENCH_DIR:-/var/tmp/cfs-bench}
-mkdir -p "$BENCH" bin
-command -v /usr/bin/time >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
 command -v ostree >/dev/null || { echo "ostree not installed (apt-get install ostree)" >&2; exit 1; }
-go build -o bin/ ./cmd/cfs-commit
-go build -o "$BENCH/gentree" ./bench/gentree
-
-TREE=${1:-}
-if [[ -z $TREE ]]; then
-	TREE=$BENCH/tree
-	if [[ ! -f $BENCH/tree.done ]]; then
-		echo "generating $TREE (60,000 files, 1 GiB)..." >&2
-		rm -rf "$TREE"
-		"$BENCH/gentree" -files 60000 -bytes $((1 << 30)) "$TREE"
-		touch "$BENCH/tree.done"
-	fi
-fi
-FILES=$(find "$TREE" -type f | wc -l)
-BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
-find "$TREE" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
-echo "tree: $TREE, $FILES files, $((BYTES / 1048576)) MiB, $(nproc) CPUs, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+source bench/lib.sh "$@"
 
 W=$BENCH/commit
 rm -rf "$W"

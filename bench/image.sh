@@ -15,29 +15,8 @@
 # keeps the best time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH=/usr/local/go/bin:$PATH
 RUNS=${RUNS:-3}
-BENCH=${CFS_BENCH_DIR:-/var/tmp/cfs-bench}
-mkdir -p "$BENCH" bin
-command -v /usr/bin/time >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
-go build -o bin/ ./cmd/cfs-commit
-go build -o "$BENCH/gentree" ./bench/gentree
-
-TREE=${1:-}
-if [[ -z $TREE ]]; then
-	TREE=$BENCH/tree
-	if [[ ! -f $BENCH/tree.done ]]; then
-		echo "generating $TREE (60,000 files, 1 GiB)..." >&2
-		rm -rf "$TREE"
-		"$BENCH/gentree" -files 60000 -bytes $((1 << 30)) "$TREE"
-		touch "$BENCH/tree.done"
-	fi
-fi
-FILES=$(find "$TREE" -type f | wc -l)
-BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
-# Warm the page cache.
-find "$TREE" -type f -print0 | xargs -0 cat >/dev/null
-echo "tree: $TREE, $FILES files, $((BYTES / 1048576)) MiB, $(nproc) CPUs, $(uname -r)"
+source bench/lib.sh "$@"
 
 # run NAME CMD...: best wall time of $RUNS runs, and the peak RSS of that run.
 declare -A SECS RSS
