@@ -140,6 +140,11 @@ func (b *booter) run(ctx context.Context) (*Record, error) {
 	args := cmdline.Split(o.Cmdline)
 	boot, err := cmdline.ParseBoot(args)
 	if err != nil {
+		var ie *cmdline.InvalidError
+		if errors.As(err, &ie) && ie.Param == cmdline.ParamDeployment {
+			b.dep = ie.Value
+			return nil, b.fail(CheckPath, err)
+		}
 		return nil, b.fail(CheckCmdline, err)
 	}
 	if boot.Deployment == "" {
@@ -218,7 +223,7 @@ func (b *booter) run(ctx context.Context) (*Record, error) {
 	}
 	vr, err := pull.VerifyCommit(canonical, envelope, trust)
 	if err != nil {
-		return nil, b.mismatch(CheckSignature, fmt.Sprintf("%d valid signature(s) by trusted, non-revoked keys", pol.Threshold), "see reason", err)
+		return nil, b.mismatch(CheckSignature, fmt.Sprintf("%d valid signature(s) by trusted, non-revoked keys", pol.Threshold), "none that count", err)
 	}
 	m, err := commit.Parse(canonical)
 	if err != nil {
