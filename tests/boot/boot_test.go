@@ -681,6 +681,90 @@ func (m *machine) refusals(t *testing.T, a deployment) {
 		m.refused(t, r, "rollback check failed", "expected rollback index >= 2 (TPM counter), actual rollback index 1", a.Deployment)
 	})
 
+	// The real boot's ways to the physical root: systemd's sysroot.mount
+	// put root= on the sysroot, or mount-root mounts root= itself.
+	defaultDep := func() deployment {
+		for _, d := range m.status(t) {
+			if d.Default {
+				return d
+			}
+		}
+		t.Fatal("no default deployment")
+		return deployment{}
+	}
+	bootPhysical := func(t *testing.T, d deployment, opts string) {
+		r := run(t, "cfs-initramfs", "mount-root", "--cmdline", opts, "--sysroot", m.sysroot, "--run-dir", m.run,
+			"--keys", m.keys, "--config", m.config, "--tpm", m.tpm.URI(), "--json")
+		if r.code != 0 {
+			t.Fatalf("mount-root: %s", r)
+		}
+		rec, err := initramfs.ReadRecord(m.run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		phys := filepath.Join(m.run, "cfs/physical")
+		if rec.PhysicalRoot != phys || rec.Deployment != d.Deployment || !rec.TPM.Unsealed {
+			t.Fatalf("record %+v", rec)
+		}
+		if !slices.Contains(testutil.MountPoints(t), phys) {
+			t.Fatalf("%s is not mounted", phys)
+		}
+		// The physical root's own mount is read-only; /etc is writable.
+		if err := os.WriteFile(filepath.Join(phys, "cfs/x"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("writing the physical root: %v, want EROFS", err)
+		}
+		if err := os.WriteFile(filepath.Join(m.sysroot, "etc/from-"+filepath.Base(t.Name())), nil, 0o644); err != nil {
+			t.Errorf("/etc not writable: %v", err)
+		}
+		if got := readFile(t, filepath.Join(m.sysroot, "usr/share/version")); string(got) != "2.0\n" {
+			t.Errorf("booted version %q", got)
+		}
+		sh(t, "umount", "-R", m.sysroot)
+		sh(t, "umount", phys)
+		if err := os.RemoveAll(m.run); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(m.run, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		m.reboot(t)
+	}
+	t.Run("physical root from root=", func(t *testing.T) {
+		// The kernel refuses a read-only mount of a device mounted
+		// read-write elsewhere: take the disk off the test's mount point
+		// and give it its own loop device, as a real disk.
+		d := defaultDep()
+		sh(t, "umount", m.physical)
+		dev := strings.TrimSpace(sh(t, "losetup", "-f", "--show", filepath.Join(m.dir, "disk.img")))
+		defer func() {
+			sh(t, "losetup", "-d", dev)
+			sh(t, "mount", "-o", "loop", filepath.Join(m.dir, "disk.img"), m.physical)
+		}()
+		bootPhysical(t, d, strings.Replace(d.Options, "root=LABEL=cfs-sysroot", "root="+dev+" rootfstype=ext4", 1))
+	})
+	t.Run("physical root moved from the mounted sysroot", func(t *testing.T) {
+		sh(t, "mount", "--bind", m.physical, m.sysroot) // what sysroot.mount does
+		d := defaultDep()
+		bootPhysical(t, d, d.Options)
+	})
+	t.Run("refusal puts the mounted sysroot back", func(t *testing.T) {
+		sh(t, "mount", "--bind", m.physical, m.sysroot)
+		defer sh(t, "umount", m.sysroot)
+		d := defaultDep()
+		opts := strings.Replace(d.Options, "composefs="+d.ImageDigest, "composefs="+strings.Repeat("cd", 32), 1)
+		r := run(t, "cfs-initramfs", "mount-root", "--cmdline", opts, "--sysroot", m.sysroot, "--run-dir", m.run,
+			"--keys", m.keys, "--config", m.config, "--tpm", m.tpm.URI())
+		if r.code != exitVerify || !strings.Contains(r.stderr, "command line digest check failed") {
+			t.Fatalf("want a refusal, got %s", r)
+		}
+		if _, err := os.Stat(filepath.Join(m.sysroot, "cfs/config")); err != nil {
+			t.Fatalf("the physical root is not back on the sysroot: %v", err)
+		}
+		if left := mountsUnder(t, m.run); len(left) > 0 {
+			t.Fatalf("refused boot left mounts: %v", left)
+		}
+	})
+
 	t.Run("if-present without a TPM boots on signatures", func(t *testing.T) {
 		m.writeConfig(t, "verity = objects\ntpm = if-present\n")
 		defer m.writeConfig(t, "verity = objects\ntpm = required\n")
