@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/google/go-tpm/tpm2/transport"
@@ -94,6 +95,15 @@ func newMountRootCmd() *cobra.Command {
 					return err
 				}
 				line = strings.TrimSpace(string(b))
+			}
+			for _, p := range []*string{&o.physical, &o.sysroot, &g.runDir} {
+				if *p != "" {
+					abs, err := filepath.Abs(*p)
+					if err != nil {
+						return err
+					}
+					*p = abs
+				}
 			}
 			cfg, err := initramfs.LoadConfig(o.config)
 			if err != nil {
