@@ -16,6 +16,7 @@ import (
 
 	"github.com/cfs-dev/cfs/commit/pull"
 	"github.com/cfs-dev/cfs/deploy"
+	"github.com/cfs-dev/cfs/initramfs"
 )
 
 // CrashEnv names the test hook of cfs-deploy: when set to one of
@@ -33,6 +34,10 @@ func NewDeployCmd() *cobra.Command {
 			"kernel and initramfs, a Boot Loader Specification entry) and switches between them atomically.",
 	}
 	g.addFlags(root)
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		g.resolveSysroot(cmd)
+		return nil
+	}
 	root.AddCommand(
 		newDeployInitCmd(g),
 		newDeployPullCmd(g),
@@ -79,20 +84,44 @@ func deployExitCode(err error) int {
 
 type deployGlobals struct {
 	sysroot string
+	runDir  string
 	cmdline string
 	tpm     string // --tpm URI (deploy_tpm.go)
 }
 
 func (g *deployGlobals) addFlags(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&g.sysroot, "sysroot", "/", "the physical root file system holding cfs/ and boot/")
+	f.StringVar(&g.sysroot, "sysroot", "/", "the physical root file system holding cfs/ and boot/ (on a system booted by cfs-initramfs: the physical root it recorded, /run/cfs/physical)")
+	f.StringVar(&g.runDir, "run-dir", "", "the runtime directory holding cfs/booted.json (default /run on the booted system, <sysroot>/run otherwise)")
+	_ = f.MarkHidden("run-dir")
 	f.StringVar(&g.cmdline, "cmdline", "", "kernel command line to find the booted deployment in (testing; default /proc/cmdline)")
 	_ = f.MarkHidden("cmdline")
 	addTPMFlag(f, g)
 }
 
+// resolveSysroot finds the physical root of a system booted by
+// cfs-initramfs: "/" is then the composefs root, and the physical root is
+// where the boot record says it was mounted (/run/cfs/physical), with the
+// run directory /run.
+func (g *deployGlobals) resolveSysroot(cmd *cobra.Command) {
+	if cmd.Flags().Changed("sysroot") || g.sysroot != "/" {
+		return
+	}
+	if _, err := os.Stat("/" + deploy.ConfigFile); err == nil {
+		return
+	}
+	rec, err := initramfs.ReadRecord(initramfs.DefaultRunDir)
+	if err != nil || rec.PhysicalRoot == "" {
+		return
+	}
+	g.sysroot = rec.PhysicalRoot
+	if g.runDir == "" {
+		g.runDir = initramfs.DefaultRunDir
+	}
+}
+
 func (g *deployGlobals) open(cmd *cobra.Command) (*deploy.Sysroot, error) {
-	opts := deploy.OpenOptions{}
+	opts := deploy.OpenOptions{RunDir: g.runDir}
 	if cmd.Flags().Changed("cmdline") {
 		line := g.cmdline
 		opts.Cmdline = &line

@@ -396,6 +396,20 @@ func TestBootChain(t *testing.T) {
 		t.Fatalf("enrollment not left for bless: %v", err)
 	}
 
+	// cfs-deploy on the booted system reads the record: A is booted.
+	var st struct {
+		Deployments []struct {
+			Deployment string `json:"deployment"`
+			Booted     bool   `json:"booted"`
+		} `json:"deployments"`
+	}
+	if err := json.Unmarshal([]byte(must(t, "cfs-deploy", "--sysroot", m.physical, "--run-dir", m.run, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Deployments) != 1 || !st.Deployments[0].Booted || st.Deployments[0].Deployment != a.Deployment {
+		t.Fatalf("cfs-deploy status after boot: %+v", st)
+	}
+
 	// The tree at the sysroot is the committed tree.
 	fstest.AssertSameTree(t, m.rootfs, m.sysroot, fstest.Options{SkipDirTimes: true})
 
