@@ -8,7 +8,7 @@ PREFIX   ?= /usr
 DESTDIR  ?=
 GOTESTFLAGS ?=
 
-CMDS := cfs-commit cfs-deploy mount.cfs
+CMDS := cfs-commit cfs-deploy mount.cfs cfs-initramfs
 
 .PHONY: all deps build demo test test-short vet fmt-check bench install clean
 
@@ -19,7 +19,7 @@ deps:
 
 build: deps
 	@mkdir -p $(BINDIR)
-	$(GO) build -trimpath -o $(BINDIR)/ $(addprefix ./cmd/,$(CMDS))
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BINDIR)/ $(addprefix ./cmd/,$(CMDS))
 
 # Builds an image from a small generated root filesystem, fills an object
 # store, mounts it (in a private mount namespace) and lists it.
@@ -44,12 +44,29 @@ test-short:
 bench: build
 	@bash bench/image.sh
 
+# Where `make install` puts the systemd units and the dracut module (dracut
+# only reads /usr/lib/dracut/modules.d: with another PREFIX, set DRACUTDIR).
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+DRACUTDIR      ?= $(PREFIX)/lib/dracut
+INITRD_UNITS   := systemd/cfs-mount-root.service
+HOST_UNITS     := $(filter-out $(INITRD_UNITS),$(wildcard systemd/*.service))
+
+# Installs the binaries, the systemd units and the dracut module "cfs"
+# (included only with add_dracutmodules+=" cfs ": see docs/initramfs.md).
+# The binaries are static (CGO_ENABLED=0), as the initramfs wants. The units of the booted
+# system run $(PREFIX)/bin/cfs-*; the initrd unit runs /usr/bin/cfs-initramfs,
+# where the dracut module puts it in the initramfs.
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/sbin
-	install -m 0755 $(BINDIR)/cfs-commit $(BINDIR)/cfs-deploy $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/sbin $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DRACUTDIR)/modules.d/50cfs
+	install -m 0755 $(BINDIR)/cfs-commit $(BINDIR)/cfs-deploy $(BINDIR)/cfs-initramfs $(DESTDIR)$(PREFIX)/bin/
 	install -m 0755 $(BINDIR)/mount.cfs $(DESTDIR)/sbin/mount.cfs
-	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
-	install -m 0644 systemd/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	install -m 0644 $(INITRD_UNITS) $(DESTDIR)$(SYSTEMDUNITDIR)/
+	for u in $(HOST_UNITS); do \
+		sed 's|/usr/bin/cfs-|$(PREFIX)/bin/cfs-|g' $$u >$(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/} && \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/} || exit 1; \
+	done
+	install -m 0755 dracut/modules.d/50cfs/*.sh $(DESTDIR)$(DRACUTDIR)/modules.d/50cfs/
+	install -m 0644 dracut/modules.d/50cfs/*.rules $(DESTDIR)$(DRACUTDIR)/modules.d/50cfs/
 
 clean:
 	rm -rf $(BINDIR)

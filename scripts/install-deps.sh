@@ -5,7 +5,13 @@
 # everything is already there.
 set -euo pipefail
 
-PKGS=(erofs-utils fsverity attr acl util-linux mount e2fsprogs swtpm swtpm-tools tpm2-tools ostree systemd)
+# dracut-core is Debian's dracut (dracut, lsinitrd and the modules) without
+# the "dracut" package, which conflicts with initramfs-tools: installing it
+# neither removes initramfs-tools nor adds a kernel hook, so the host's own
+# initramfs images are left alone. The tests build initramfs images with it;
+# shellcheck lints the dracut module.
+PKGS=(erofs-utils fsverity attr acl util-linux mount e2fsprogs swtpm swtpm-tools tpm2-tools ostree systemd
+	dracut-core shellcheck)
 
 missing=()
 for p in "${PKGS[@]}"; do
