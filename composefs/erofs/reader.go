@@ -300,10 +300,11 @@ func (im *Image) Tree() (*composefs.Node, error) {
 func (im *Image) Objects() ([]string, error) {
 	w := im.newWalker(false)
 	set := map[string]struct{}{}
-	w.visit = func(n *composefs.Node) {
+	w.visit = func(n *composefs.Node) error {
 		if n.IsRegular() && n.Payload != "" {
 			set[n.Payload] = struct{}{}
 		}
+		return nil
 	}
 	if _, err := w.root(); err != nil {
 		return nil, err
@@ -314,6 +315,29 @@ func (im *Image) Objects() ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// errStopWalk ends a walk early from a visit function.
+var errStopWalk = errors.New("stop walk")
+
+// FirstObject returns the first object path (the redirect of a regular
+// file) met in on-disk order, or "" when the image references none. Unlike
+// Objects it stops there, so it costs a few inode reads on any image: what
+// a caller needs to probe the object store (is fs-verity enabled there?).
+func (im *Image) FirstObject() (string, error) {
+	w := im.newWalker(false)
+	first := ""
+	w.visit = func(n *composefs.Node) error {
+		if n.IsRegular() && n.Payload != "" {
+			first = n.Payload
+			return errStopWalk
+		}
+		return nil
+	}
+	if _, err := w.root(); err != nil && !errors.Is(err, errStopWalk) {
+		return "", err
+	}
+	return first, nil
 }
 
 // rdReadFull reads exactly len(p) bytes at off, turning a short read into a
@@ -614,7 +638,8 @@ type rdWalker struct {
 	build bool // keep the tree and read inline content and symlink targets
 	// visit, if set, is called for every non-directory inode once its
 	// node is complete.
-	visit func(n *composefs.Node)
+	// A non-nil error ends the walk with that error.
+	visit func(n *composefs.Node) error
 
 	seen   map[uint64]rdSeen
 	shared map[uint32]rdSharedXattr
@@ -756,7 +781,9 @@ func (w *rdWalker) node(nid uint64, ino *rdInode, depth int) (n *composefs.Node,
 		return nil, false, err
 	}
 	if typ != composefs.TypeDir && w.visit != nil {
-		w.visit(n)
+		if err := w.visit(n); err != nil {
+			return nil, false, err
+		}
 	}
 	if !w.build {
 		n = nil

@@ -191,6 +191,19 @@ func TestObjectsGolden(t *testing.T) {
 			if !slices.Equal(objs, fromTree) {
 				t.Errorf("Objects = %q, payloads in the tree = %q", objs, fromTree)
 			}
+			im, err := Open(bytes.NewReader(img), int64(len(img)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, err := im.FirstObject()
+			switch {
+			case err != nil:
+				t.Errorf("FirstObject: %v", err)
+			case len(objs) == 0 && first != "":
+				t.Errorf("FirstObject = %q on an image without objects", first)
+			case len(objs) > 0 && !slices.Contains(objs, first):
+				t.Errorf("FirstObject = %q, not one of %q", first, objs)
+			}
 			if g.objects == "" {
 				return
 			}

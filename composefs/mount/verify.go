@@ -20,23 +20,23 @@ import (
 // would fail every read (EIO); an object without fs-verity enabled, the
 // same. Both are refused up front with what to do instead.
 func probeKernelVerity(im *erofs.Image, basedirs []string) error {
-	objs, err := im.Objects()
+	obj, err := im.FirstObject()
 	if err != nil {
-		return fmt.Errorf("mount: list objects: %w", err)
+		return fmt.Errorf("mount: find an object: %w", err)
 	}
-	if len(objs) == 0 {
+	if obj == "" {
 		return nil // nothing to read from the store
 	}
-	if _, err := fsverity.ParseObjectPath(objs[0]); err != nil {
-		return &ObjectError{Object: objs[0], Err: err}
+	if _, err := fsverity.ParseObjectPath(obj); err != nil {
+		return &ObjectError{Object: obj, Err: err}
 	}
-	base, p, err := findObject(basedirs, objs[0])
+	base, p, err := findObject(basedirs, obj)
 	if err != nil {
-		return &ObjectError{Object: objs[0], Err: err}
+		return &ObjectError{Object: obj, Err: err}
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return &ObjectError{Object: objs[0], Err: err}
+		return &ObjectError{Object: obj, Err: err}
 	}
 	defer f.Close()
 	_, err = fsverity.Measure(f)
