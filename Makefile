@@ -11,6 +11,7 @@ GOTESTFLAGS ?=
 CMDS := cfs-commit cfs-deploy mount.cfs cfs-initramfs
 
 .PHONY: all deps build demo test test-short vet fmt-check bench install clean
+.PHONY: test-vm
 
 all: build
 
@@ -40,6 +41,15 @@ test: deps fmt-check vet
 
 test-short:
 	$(GO) test -count=1 -short ./...
+
+# End to end under QEMU (software emulation) with a swtpm vTPM: builds a small
+# OS tree, commits and deploys it with cfs, builds its initramfs with dracut
+# and the cfs dracut module, and boots it (good boot, tampering, TPM, rollback
+# with OVMF + systemd-boot). Installs its Debian packages first. ~10 minutes.
+test-vm: deps
+	@bash scripts/vm-deps.sh
+	$(GO) vet -tags vm ./tests/vm/...
+	$(GO) test -count=1 -tags vm -timeout 30m -v $(GOTESTFLAGS) ./tests/vm/
 
 bench: build
 	@bash bench/image.sh
