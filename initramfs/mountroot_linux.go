@@ -357,6 +357,12 @@ func (b *booter) mountError(err error, want fsverity.Digest) error {
 		return b.mismatch(CheckImage, "image digest "+want.String()+" (signed)", "image digest "+dm.Found.String(), err)
 	case errors.Is(err, mount.ErrVerityUnsupported):
 		return b.fail(CheckVerity, fmt.Errorf("%w (verity = require; on machines without fs-verity set verity = objects in the initramfs configuration to check every object in user space)", err))
+	case errors.Is(err, unix.EIO):
+		// The image has fs-verity (its measurement matched the signed
+		// digest) but a block of it does not: the kernel refuses to read
+		// it. The file was changed on disk under fs-verity.
+		return b.mismatch(CheckImage, "image content matching its fs-verity digest "+want.String()+" (signed)",
+			"a block the kernel's fs-verity refuses to read (EIO): the image file was modified on disk", err)
 	case errors.Is(err, mount.ErrNotComposefs):
 		return b.fail(CheckImage, err)
 	}

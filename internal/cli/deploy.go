@@ -49,6 +49,7 @@ func NewDeployCmd() *cobra.Command {
 		newDeployPinCmd(g, true),
 		newDeployPinCmd(g, false),
 		newDeployCleanupCmd(g),
+		newDeployVerityCmd(g),
 		newDeployTPMCmd(g),
 	)
 	return root
@@ -516,6 +517,40 @@ func newDeployCleanupCmd(g *deployGlobals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only report what would be removed")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+// --- verity ---
+
+func newDeployVerityCmd(g *deployGlobals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verity [--json]",
+		Short: "Enable fs-verity on every object and deployment image that lacks it, checking each measurement",
+		Long: "verity enables fs-verity on the repository's objects and the deployments' images where the sysroot\n" +
+			"was written without it (built on another machine, or before the file system had the feature), so\n" +
+			"that the initramfs can mount with verity = require. Each kernel measurement must equal the\n" +
+			"object's name or the deployment's signed image digest. Run it once on the target machine, e.g. at\n" +
+			"first boot.",
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			res, err := s.EnableVerity(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "fs-verity on %d objects (%d newly enabled) and %d deployment images (%d newly enabled); every measurement checked\n",
+				res.Objects, res.ObjectsEnabled, res.Images, res.ImagesEnabled)
+			return nil
+		},
+	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
