@@ -296,7 +296,7 @@ func TestBootTamperImage(t *testing.T) {
 	res := boot(t, directBoot("boot-tamper-image", d, c.disk, c.tpm))
 	// fs-verity on image.cfs turns the flipped block into EIO when
 	// cfs-initramfs reads the image.
-	requireRefused(t, res, "image digest", regexp.QuoteMeta(d.Deployment), "input/output error")
+	requireRefused(t, res, "image digest", regexp.QuoteMeta(d.Deployment), "fs-verity refuses to read \\(EIO\\): the image file was modified on disk", "input/output error")
 	if !corruptedRE.MatchString(res.log) {
 		t.Errorf("serial log %s: no fs-verity FILE CORRUPTED message from the kernel", res.logPath)
 	}

@@ -39,7 +39,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cfs-dev/cfs/composefs/fsverity"
 	"golang.org/x/sys/unix"
 )
 
@@ -533,20 +532,27 @@ func provisionDisk(disk, mnt string, reseal bool) (err error) {
 			err = fmt.Errorf("unmount: %w", uerr)
 		}
 	}()
+	// fs-verity on every object and deployed image, by cfs-deploy itself
+	// (which checks every kernel measurement against the object's name and
+	// the signed image digest).
 	start := time.Now()
-	objects, err := enableObjects(filepath.Join(mnt, "cfs/repo/objects"))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
+	out, err := exec.CommandContext(ctx, "/bin/cfs-deploy", "--sysroot", mnt, "verity", "--json").CombinedOutput()
+	cancel()
 	if err != nil {
-		return fmt.Errorf("objects: %w", err)
+		return fmt.Errorf("cfs-deploy verity: %v: %s", err, out)
 	}
-	images, _ := filepath.Glob(filepath.Join(mnt, "cfs/deploy/*/deploy/*/image.cfs"))
-	for _, img := range images {
-		d, err := enable(img)
-		if err != nil {
-			return err
-		}
-		report("verity disk=%s image=%s digest=%s", disk, strings.TrimPrefix(img, mnt), d)
+	var res struct {
+		Objects        int `json:"objects"`
+		ObjectsEnabled int `json:"objects-enabled"`
+		Images         int `json:"images"`
+		ImagesEnabled  int `json:"images-enabled"`
 	}
-	report("verity-enabled disk=%s objects=%d images=%d seconds=%.1f", disk, objects, len(images), time.Since(start).Seconds())
+	if err := json.Unmarshal(out, &res); err != nil {
+		return fmt.Errorf("cfs-deploy verity --json: %v: %s", err, out)
+	}
+	report("verity-enabled disk=%s objects=%d images=%d newly-enabled=%d seconds=%.1f", disk, res.Objects, res.Images,
+		res.ObjectsEnabled+res.ImagesEnabled, time.Since(start).Seconds())
 	if !reseal {
 		return nil
 	}
@@ -561,52 +567,4 @@ func provisionDisk(disk, mnt string, reseal bool) (err error) {
 		report("cfs-deploy %s exit=%d", args[1], exitCode(err))
 	}
 	return nil
-}
-
-// enableObjects enables fs-verity on every object of an object store
-// (<2 hex>/<62 hex>) and checks the kernel's measurement against the name.
-func enableObjects(dir string) (int, error) {
-	fans, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, fan := range fans {
-		if !fan.IsDir() || len(fan.Name()) != 2 {
-			continue
-		}
-		ents, err := os.ReadDir(filepath.Join(dir, fan.Name()))
-		if err != nil {
-			return n, err
-		}
-		for _, e := range ents {
-			want, err := fsverity.ParseObjectPath(fan.Name() + "/" + e.Name())
-			if err != nil || !e.Type().IsRegular() {
-				continue // staging leftovers are not objects
-			}
-			got, err := enable(filepath.Join(dir, fan.Name(), e.Name()))
-			if err != nil {
-				return n, err
-			}
-			if got != want {
-				return n, fmt.Errorf("object %s/%s: kernel measures %s", fan.Name(), e.Name(), got)
-			}
-			n++
-		}
-	}
-	return n, nil
-}
-
-// enable enables fs-verity (SHA-256, 4 KiB blocks) on path unless it has
-// it, and returns the kernel's measurement.
-func enable(path string) (fsverity.Digest, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return fsverity.Digest{}, err
-	}
-	defer f.Close()
-	if err := fsverity.Enable(f, fsverity.SHA256); err != nil && !errors.Is(err, fsverity.ErrAlreadyEnabled) {
-		return fsverity.Digest{}, err
-	}
-	return fsverity.Measure(f)
 }
