@@ -24,3 +24,33 @@ FILES=$(find "$TREE" -type f | wc -l)
 BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
 find "$TREE" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
 echo "tree: $TREE, $FILES files, $((BYTES / 1048576)) MiB, $(nproc) CPUs, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# remove DIR...: deletes the directories (if any exist), syncs, and notes
+# the time for settle.
+remove() {
+	local d any=""
+	for d in "$@"; do [[ -e $d ]] && any=1; done
+	[[ -n $any ]] || return 0
+	rm -rf "$@"
+	sync
+	date +%s >"$BENCH/removed.stamp"
+}
+
+# settle waits until the inodes freed by remove are more than a minute
+# old. ext4 without a journal (this project's machines) does not reuse an
+# inode freed in the last 60 s (300 s while the inode table is unsynced)
+# and skips such inodes one at a time on every allocation
+# (recently_deleted() in ext4_new_inode): right after deleting a
+# repository of 50,000 files, creating files cost 90-175 us each instead
+# of 35-50 us, and a third of a build's CPU time went to that scan, for
+# whichever tool happened to run next. The benchmarks therefore delete
+# nothing while they measure.
+settle() {
+	local t wait
+	t=$(cat "$BENCH/removed.stamp" 2>/dev/null || echo 0)
+	wait=$((t + 65 - $(date +%s)))
+	if ((wait > 0)); then
+		echo "waiting ${wait}s for inodes freed by the last cleanup to age (see bench/lib.sh)..." >&2
+		sleep "$wait"
+	fi
+}

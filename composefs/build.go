@@ -27,8 +27,16 @@ type BuildOptions struct {
 	// many goroutines.
 	Threads int
 	// Store, if set, receives a copy of every file with external content
-	// (size > 64 bytes) under its fs-verity digest (--digest-store).
+	// (size > 64 bytes) under its fs-verity digest (--digest-store). The
+	// copies are published together (one filesystem sync) before
+	// BuildFromDir returns.
 	Store *objstore.Store
+	// Batch, if set instead of Store, receives the copies; the caller
+	// publishes them with Batch.Flush (e.g. together with other objects
+	// of the same commit) or drops them with Batch.Abort, also when
+	// BuildFromDir fails. Existence checks of objects come from its
+	// listings of the store.
+	Batch *objstore.Batch
 	// Logger receives debug records; nil discards them.
 	Logger *slog.Logger
 	// Progress, if set, is called from a single goroutine about ten
@@ -37,8 +45,8 @@ type BuildOptions struct {
 	// Cache, if set, supplies digests of files whose (device, inode,
 	// size, mtime, ctime) are unchanged since an earlier build, so that
 	// their content is not read again, and records the digests computed
-	// now. With a Store, a cached digest is used only if its object is
-	// present.
+	// now. With a Store or Batch, a cached digest is used only if its
+	// object is present.
 	Cache DigestCache
 }
 
@@ -59,6 +67,33 @@ type FileKey struct {
 type DigestCache interface {
 	Lookup(k FileKey) (fsverity.Digest, bool)
 	Add(k FileKey, d fsverity.Digest)
+}
+
+// EntryCache is a DigestCache that also remembers the rest of what a
+// build reads from a regular file: the content of a small file and the
+// extended attributes. With one, an unchanged regular file costs a single
+// lstat. The key covers the xattrs as it covers the content: setting or
+// removing an xattr changes the file's ctime. BuildFromDir uses it (in
+// place of Lookup and Add) when it reads all xattrs (neither SkipXattrs
+// nor UserXattrs).
+type EntryCache interface {
+	DigestCache
+	// LookupFile returns what was recorded for the file state k. The
+	// caller may keep the returned slices but must not modify them.
+	LookupFile(k FileKey) (CachedFile, bool)
+	// AddFile records a regular file read in full.
+	AddFile(k FileKey, f CachedFile)
+}
+
+// CachedFile is what an EntryCache records for a regular file.
+type CachedFile struct {
+	// Digest is the fs-verity digest of a file with external content
+	// (more than InlineContentMax bytes).
+	Digest fsverity.Digest
+	// Content is the content of a file of 1..InlineContentMax bytes.
+	Content []byte
+	// Xattrs are all of the file's extended attributes, sorted by name.
+	Xattrs []Xattr
 }
 
 // BuildProgress is a snapshot of a running BuildFromDir.
@@ -87,6 +122,9 @@ var ErrSourceChanged = errors.New("file changed while the tree was being built")
 func (o *BuildOptions) validate() error {
 	if o.SkipXattrs && o.UserXattrs {
 		return fmt.Errorf("%w: SkipXattrs and UserXattrs conflict", ErrBuildOptions)
+	}
+	if o.Store != nil && o.Batch != nil && o.Batch.Store() != o.Store {
+		return fmt.Errorf("%w: Batch of another store than Store", ErrBuildOptions)
 	}
 	if o.Threads < 0 {
 		return fmt.Errorf("%w: negative Threads %d", ErrBuildOptions, o.Threads)

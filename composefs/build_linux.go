@@ -2,6 +2,7 @@ package composefs
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,12 +98,17 @@ type dirState struct {
 }
 
 type builder struct {
-	opts   BuildOptions
-	root   string // absolute
-	prefix string // root with a trailing slash
-	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
+	opts BuildOptions
+	// entryCache is opts.Cache as an EntryCache when it is one and all
+	// xattrs are read.
+	entryCache EntryCache
+	// racyBefore: files whose ctime is not before it are not cached.
+	racyBefore unix.Timespec
+	root       string // absolute
+	prefix     string // root with a trailing slash
+	log        *slog.Logger
+	ctx        context.Context
+	cancel     context.CancelFunc
 
 	walkQ       *workQueue[walkTask]
 	fileQ       *workQueue[fileTask]
@@ -114,9 +121,11 @@ type builder struct {
 	// sync.Map costs about three times the memory per entry).
 	insertedMu sync.Mutex
 	inserted   map[fsverity.Digest]struct{}
-	// batch queues the objects copied into opts.Store; they are made
-	// durable and published together when the build succeeds.
-	batch *objstore.Batch
+	// batch queues the objects copied into the store; they are made
+	// durable and published together when the build succeeds (by the
+	// caller if it gave opts.Batch).
+	batch    *objstore.Batch
+	ownBatch bool
 
 	files, bytes, entries     atomic.Int64
 	totalFiles, totalBytes    atomic.Int64
@@ -134,15 +143,21 @@ func newBuilder(ctx context.Context, root string, opts BuildOptions) *builder {
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
+	var ec EntryCache
+	if c, ok := opts.Cache.(EntryCache); ok && !opts.SkipXattrs && !opts.UserXattrs {
+		ec = c
+	}
 	return &builder{
-		opts:   opts,
-		root:   root,
-		prefix: prefix,
-		log:    log,
-		ctx:    ctx,
-		cancel: cancel,
-		walkQ:  newWorkQueue[walkTask](true),
-		fileQ:  newWorkQueue[fileTask](false),
+		racyBefore: unix.NsecToTimespec(time.Now().Add(-racyWindow).UnixNano()),
+		entryCache: ec,
+		opts:       opts,
+		root:       root,
+		prefix:     prefix,
+		log:        log,
+		ctx:        ctx,
+		cancel:     cancel,
+		walkQ:      newWorkQueue[walkTask](true),
+		fileQ:      newWorkQueue[fileTask](false),
 	}
 }
 
@@ -173,8 +188,11 @@ func (b *builder) run() (*Node, error) {
 		go b.reportProgress(stopProgress, progressDone)
 	}
 
-	if b.opts.Store != nil {
-		b.batch = b.opts.Store.Batch()
+	switch {
+	case b.opts.Batch != nil:
+		b.batch = b.opts.Batch
+	case b.opts.Store != nil:
+		b.batch, b.ownBatch = b.opts.Store.Batch(), true
 	}
 	var wg sync.WaitGroup
 	for range threads {
@@ -189,7 +207,7 @@ func (b *builder) run() (*Node, error) {
 	if progressDone != nil {
 		<-progressDone
 	}
-	if b.batch != nil {
+	if b.ownBatch {
 		if b.err != nil {
 			b.batch.Abort()
 		} else if err := b.batch.Flush(b.ctx); err != nil {
@@ -319,14 +337,28 @@ func joinRel(dir, name string) string {
 // pathRef locates an entry for *at system calls: normally the absolute
 // path relative to AT_FDCWD; for paths too long for the kernel (PATH_MAX)
 // an O_PATH descriptor of the parent directory and the entry's name.
+//
+// Within a directory being read (refIn), entries are looked up relative to
+// a descriptor of it, and their paths are only built when needed.
 type pathRef struct {
-	dirfd int
-	name  string
-	abs   string
+	dirfd  int
+	name   string
+	full   string // the absolute path, if built
+	prefix string // else: the root with a trailing slash,
+	dirRel string // and the directory's path below it
+	owned  bool   // dirfd is closed by close
+}
+
+// abs returns the entry's absolute path.
+func (p pathRef) abs() string {
+	if p.full != "" {
+		return p.full
+	}
+	return p.prefix + joinRel(p.dirRel, p.name)
 }
 
 func (p pathRef) close() {
-	if p.dirfd != unix.AT_FDCWD {
+	if p.owned {
 		unix.Close(p.dirfd)
 	}
 }
@@ -334,8 +366,8 @@ func (p pathRef) close() {
 // xattrPath is a path naming the entry itself (not a symlink's target)
 // for the l*xattr calls.
 func (p pathRef) xattrPath() string {
-	if p.dirfd == unix.AT_FDCWD {
-		return p.name
+	if abs := p.abs(); p.dirfd == unix.AT_FDCWD || len(abs) < unix.PathMax {
+		return abs
 	}
 	return "/proc/self/fd/" + strconv.Itoa(p.dirfd) + "/" + p.name
 }
@@ -343,13 +375,19 @@ func (p pathRef) xattrPath() string {
 func (b *builder) ref(rel string) (pathRef, error) {
 	abs := b.abs(rel)
 	if len(abs) < unix.PathMax {
-		return pathRef{dirfd: unix.AT_FDCWD, name: abs, abs: abs}, nil
+		return pathRef{dirfd: unix.AT_FDCWD, name: abs, full: abs}, nil
 	}
 	fd, err := b.openLongDir(filepath.Dir(rel))
 	if err != nil {
 		return pathRef{}, &fs.PathError{Op: "open", Path: filepath.Dir(abs), Err: err}
 	}
-	return pathRef{dirfd: fd, name: filepath.Base(rel), abs: abs}, nil
+	return pathRef{dirfd: fd, name: filepath.Base(rel), full: abs, owned: true}, nil
+}
+
+// refIn locates the entry name of the directory open as dirfd (whose
+// path relative to the root is dirRel).
+func (b *builder) refIn(dirfd int, dirRel, name string) pathRef {
+	return pathRef{dirfd: dirfd, name: name, prefix: b.prefix, dirRel: dirRel}
 }
 
 // openLongDir opens the directory rel below the root with O_PATH, a few
@@ -378,7 +416,7 @@ func (b *builder) openLongDir(rel string) (int, error) {
 }
 
 func pathErr(op string, p pathRef, err error) error {
-	return &fs.PathError{Op: op, Path: p.abs, Err: err}
+	return &fs.PathError{Op: op, Path: p.abs(), Err: err}
 }
 
 // invalidAt re-homes an *InvalidError from a Node method (whose Path is
@@ -395,15 +433,21 @@ func invalidAt(abs string, err error) error {
 // node from it: metadata, xattrs, symlink target, inline content. Regular
 // files with external content are queued for hashing, directories for
 // reading. A skipped device returns nil.
-func (b *builder) loadNode(rel, name string, sc *scratch) (*Node, error) {
-	p, err := b.ref(rel)
+func (b *builder) loadNode(dirRel, name string, sc *scratch) (*Node, error) {
+	p, err := b.ref(joinRel(dirRel, name))
 	if err != nil {
 		return nil, err
 	}
 	defer p.close()
+	return b.loadNodeAt(p, dirRel, name, sc)
+}
+
+// loadNodeAt is loadNode for the entry p, named name in the directory
+// dirRel.
+func (b *builder) loadNodeAt(p pathRef, dirRel, name string, sc *scratch) (*Node, error) {
 	if name != "" {
 		if err := ValidName(name); err != nil {
-			return nil, &InvalidError{Path: p.abs, Reason: err.Error()}
+			return nil, &InvalidError{Path: p.abs(), Reason: err.Error()}
 		}
 	}
 	var st unix.Stat_t
@@ -427,10 +471,10 @@ func (b *builder) loadNode(rel, name string, sc *scratch) (*Node, error) {
 			return nil, pathErr("readlink", p, err)
 		}
 		if m == 0 {
-			return nil, &InvalidError{Path: p.abs, Reason: "symlink without a target"}
+			return nil, &InvalidError{Path: p.abs(), Reason: "symlink without a target"}
 		}
 		if m >= len(sc.link) {
-			return nil, &InvalidError{Path: p.abs, Reason: fmt.Sprintf("symlink target longer than %d bytes", MaxSymlinkLen)}
+			return nil, &InvalidError{Path: p.abs(), Reason: fmt.Sprintf("symlink target longer than %d bytes", MaxSymlinkLen)}
 		}
 		n.Payload = string(sc.link[:m])
 		n.Size = uint64(m)
@@ -438,6 +482,11 @@ func (b *builder) loadNode(rel, name string, sc *scratch) (*Node, error) {
 		n.Size = uint64(st.Size)
 		b.totalFiles.Add(1)
 		b.totalBytes.Add(st.Size)
+		if b.entryCache != nil {
+			if ok, err := b.regularFromCache(n, p, dirRel, &st); ok || err != nil {
+				return n, err
+			}
+		}
 		if inlineContent(st.Size) {
 			if err := b.readInline(n, p, &st, sc); err != nil {
 				return nil, err
@@ -445,28 +494,72 @@ func (b *builder) loadNode(rel, name string, sc *scratch) (*Node, error) {
 		}
 	case TypeDir, TypeFifo, TypeSocket:
 	default:
-		return nil, &InvalidError{Path: p.abs, Reason: fmt.Sprintf("unknown file type (mode %o)", st.Mode)}
+		return nil, &InvalidError{Path: p.abs(), Reason: fmt.Sprintf("unknown file type (mode %o)", st.Mode)}
 	}
 	if !b.opts.SkipXattrs {
 		if err := b.readXattrs(n, p, sc); err != nil {
 			return nil, err
 		}
 	}
+	if b.entryCache != nil && typ == TypeRegular && st.Size <= InlineContentMax && b.cacheable(keyOf(&st)) {
+		// Read in full now (larger files once hashed).
+		b.entryCache.AddFile(keyOf(&st).fileKey(), CachedFile{Content: n.Content, Xattrs: n.Xattrs})
+	}
 	b.entries.Add(1)
 	switch {
 	case typ == TypeDir:
 		b.dirs.Add(1)
 		// The root is queued by run once it is known to be a directory.
-		if rel != "" {
-			b.pushWalk(walkTask{node: n, rel: rel})
+		if name != "" {
+			b.pushWalk(walkTask{node: n, rel: joinRel(dirRel, name)})
 		}
 	case typ == TypeRegular && st.Size > InlineContentMax:
-		b.fileQ.push(fileTask{node: n, rel: rel, key: keyOf(&st), sparse: isSparse(&st)})
+		b.fileQ.push(fileTask{node: n, rel: joinRel(dirRel, name), key: keyOf(&st), sparse: isSparse(&st)})
 	case typ == TypeRegular:
 		b.files.Add(1)
 		b.bytes.Add(st.Size)
 	}
 	return n, nil
+}
+
+// regularFromCache fills a regular file's node from the entry cache if it
+// knows the file's state: xattrs and inline content, or the digest if its
+// object is in the store (if not, the file is queued for hashing as
+// usual). It reports whether it handled the file.
+func (b *builder) regularFromCache(n *Node, p pathRef, dirRel string, st *unix.Stat_t) (bool, error) {
+	key := keyOf(st)
+	cf, ok := b.entryCache.LookupFile(key.fileKey())
+	if !ok {
+		return false, nil
+	}
+	external := st.Size > InlineContentMax
+	if !external && int64(len(cf.Content)) != st.Size {
+		return false, nil // not this file's content after all: read it
+	}
+	for _, x := range cf.Xattrs {
+		if err := n.SetXattr(x.Name, x.Value); err != nil {
+			return false, invalidAt(p.abs(), err)
+		}
+	}
+	b.entries.Add(1)
+	if external {
+		d := cf.Digest
+		n.Digest = &d
+		t := fileTask{node: n, key: key, sparse: isSparse(st)}
+		if ok, err := b.cachedPresent(t); ok || err != nil {
+			return true, err
+		}
+		n.Digest = nil
+		t.rel = joinRel(dirRel, n.Name)
+		b.fileQ.push(t) // the object is missing: hash and store the file
+		return true, nil
+	}
+	if st.Size > 0 {
+		n.Content = slices.Clone(cf.Content) // the tree's own
+	}
+	b.files.Add(1)
+	b.bytes.Add(st.Size)
+	return true, nil
 }
 
 // readInline reads a small file's content into n.Content.
@@ -495,7 +588,7 @@ func (b *builder) readInline(n *Node, p pathRef, st *unix.Stat_t, sc *scratch) e
 		return pathErr("fstat", p, err)
 	}
 	if int64(got) != st.Size || keyOf(&now) != keyOf(st) {
-		return fmt.Errorf("%s: %w", p.abs, ErrSourceChanged)
+		return fmt.Errorf("%s: %w", p.abs(), ErrSourceChanged)
 	}
 	n.Content = append([]byte(nil), sc.small[:got]...)
 	return nil
@@ -548,7 +641,7 @@ func (b *builder) readXattrs(n *Node, p pathRef, sc *scratch) error {
 			continue // removed since listxattr
 		}
 		if err := n.SetXattr(name, string(val)); err != nil {
-			return invalidAt(p.abs, err)
+			return invalidAt(p.abs(), err)
 		}
 	}
 	sort.Slice(n.Xattrs, func(i, j int) bool { return n.Xattrs[i].Name < n.Xattrs[j].Name })
@@ -598,16 +691,18 @@ func (b *builder) readDir(n *Node, rel string, sc *scratch) {
 		b.fail(pathErr("open", p, err))
 		return
 	}
-	f := os.NewFile(uintptr(fd), p.abs)
+	f := os.NewFile(uintptr(fd), p.abs())
 	names, err := f.Readdirnames(-1)
 	f.Close()
 	if err != nil {
-		b.fail(fmt.Errorf("read directory %s: %w", p.abs, err))
+		b.fail(fmt.Errorf("read directory %s: %w", p.abs(), err))
 		return
 	}
 	if len(names) == 0 {
 		return
 	}
+	// In name order already, the children need (almost) no sorting later.
+	slices.Sort(names)
 	d := &dirState{node: n, rel: rel, names: names, kids: make([]*Node, len(names))}
 	batches := (len(names) + batchSize - 1) / batchSize
 	d.left.Store(int32(batches))
@@ -620,16 +715,34 @@ func (b *builder) readDir(n *Node, rel string, sc *scratch) {
 // statBatch loads entries lo..hi of a directory; the last batch to finish
 // attaches the children, sorted.
 func (b *builder) statBatch(d *dirState, lo, hi int, sc *scratch) {
+	// The entries are looked up relative to the directory (no walk of
+	// the whole path per entry).
+	dirfd := -1
+	if p, err := b.ref(d.rel); err == nil {
+		if fd, err := unix.Openat(p.dirfd, p.name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+			dirfd = fd
+		}
+		p.close()
+	}
 	for i := lo; i < hi; i++ {
 		if b.ctx.Err() != nil {
 			break
 		}
-		kid, err := b.loadNode(joinRel(d.rel, d.names[i]), d.names[i], sc)
+		var kid *Node
+		var err error
+		if dirfd >= 0 {
+			kid, err = b.loadNodeAt(b.refIn(dirfd, d.rel, d.names[i]), d.rel, d.names[i], sc)
+		} else {
+			kid, err = b.loadNode(d.rel, d.names[i], sc) // by path (errors say why)
+		}
 		if err != nil {
 			b.fail(err)
 			break
 		}
 		d.kids[i] = kid
+	}
+	if dirfd >= 0 {
+		unix.Close(dirfd)
 	}
 	if d.left.Add(-1) != 0 || b.ctx.Err() != nil {
 		return
@@ -651,7 +764,7 @@ func (b *builder) statBatch(d *dirState, lo, hi int, sc *scratch) {
 // hashFile computes a regular file's fs-verity digest, copies it into the
 // store if there is one, and checks that the file did not change meanwhile.
 func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
-	if b.opts.Cache != nil {
+	if b.opts.Cache != nil && b.entryCache == nil {
 		if ok, err := b.fromCache(t); ok || err != nil {
 			return err
 		}
@@ -665,27 +778,29 @@ func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
 	if err != nil {
 		return pathErr("open", p, err)
 	}
-	f := os.NewFile(uintptr(fd), p.abs)
+	f := os.NewFile(uintptr(fd), p.abs())
 	defer f.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return pathErr("fstat", p, err)
 	}
 	if st.Dev != t.key.dev || st.Ino != t.key.ino {
-		return fmt.Errorf("%s: %w (replaced by another file)", p.abs, ErrSourceChanged)
+		return fmt.Errorf("%s: %w (replaced by another file)", p.abs(), ErrSourceChanged)
 	}
 	h.Reset()
 	var total int64
 	if t.sparse {
 		total, err = b.hashSparse(f, h, buf, t.key.size)
 	} else {
-		total, err = b.hashRange(f, h, buf, 0, -1)
+		// Exactly the size lstat saw: a file that grew meanwhile has
+		// another size (and mtime) in the final fstat below.
+		total, err = b.hashRange(f, h, buf, 0, t.key.size)
 	}
 	if err != nil {
 		return err
 	}
 	if total != t.key.size {
-		return fmt.Errorf("%s: %w (read %d bytes, lstat said %d)", p.abs, ErrSourceChanged, total, t.key.size)
+		return fmt.Errorf("%s: %w (read %d bytes, lstat said %d)", p.abs(), ErrSourceChanged, total, t.key.size)
 	}
 	d := h.Digest()
 	written := false
@@ -694,7 +809,7 @@ func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
 			b.objects.Add(1)
 			written, err = b.batch.InsertFile(b.ctx, f, total, d)
 			if err != nil {
-				return fmt.Errorf("store %s: %w", p.abs, err)
+				return fmt.Errorf("store %s: %w", p.abs(), err)
 			}
 			if written {
 				b.objWritten.Add(1)
@@ -709,15 +824,58 @@ func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
 			// The queued copy may not match d: drop it.
 			b.batch.Discard(d)
 		}
-		return fmt.Errorf("%s: %w", p.abs, ErrSourceChanged)
+		return fmt.Errorf("%s: %w", p.abs(), ErrSourceChanged)
 	}
 	t.node.Digest = &d
-	t.node.Payload = d.ObjectPath()
+	t.node.Payload = objectPath(&d)
 	b.files.Add(1)
-	if b.opts.Cache != nil {
+	switch {
+	case !b.cacheable(t.key):
+	case b.entryCache != nil:
+		b.entryCache.AddFile(t.key.fileKey(), CachedFile{Digest: d, Xattrs: t.node.Xattrs})
+	case b.opts.Cache != nil:
 		b.opts.Cache.Add(t.key.fileKey(), d)
 	}
 	return nil
+}
+
+// cachedPresent finishes a file whose digest the entry cache gave (in
+// t.node.Digest) if its object is in the store or queued by this build
+// (or there is no store).
+func (b *builder) cachedPresent(t fileTask) (bool, error) {
+	d := *t.node.Digest
+	if b.batch != nil {
+		has, err := b.batch.Has(b.ctx, d)
+		if err != nil || !has {
+			return false, err
+		}
+	}
+	t.node.Payload = objectPath(&d)
+	b.files.Add(1)
+	b.bytes.Add(t.key.size)
+	return true, nil
+}
+
+// objectPath is d.ObjectPath() with one allocation instead of three.
+func objectPath(d *fsverity.Digest) string {
+	var buf [2*len(d) + 1]byte
+	hex.Encode(buf[:2], d[:1])
+	buf[2] = '/'
+	hex.Encode(buf[3:], d[1:])
+	return string(buf[:])
+}
+
+// racyWindow is how long before the start of a build a file must have
+// last changed (ctime) for the build to record it in a cache (a variable
+// for tests). A change made after the file was read then gives it a later
+// ctime even where timestamps are coarse (a clock tick, or seconds on some
+// filesystems); a file changed twice within one tick, once before and once
+// after it was read, could otherwise keep its key with other content.
+var racyWindow = 2 * time.Second
+
+// cacheable reports whether a file state may be recorded in a cache.
+func (b *builder) cacheable(k statKey) bool {
+	return k.ctime.Sec < b.racyBefore.Sec || k.ctime.Sec == b.racyBefore.Sec && k.ctime.Nsec < b.racyBefore.Nsec
 }
 
 // firstInsert reports whether d is handled for the first time in this
@@ -748,17 +906,16 @@ func (b *builder) fromCache(t fileTask) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	if s := b.opts.Store; s != nil {
-		has, err := s.Has(b.ctx, d)
+	if b.batch != nil {
+		// Present or queued by this build. (Cache hits are not counted
+		// in b.objects, the objects handed to the store.)
+		has, err := b.batch.Has(b.ctx, d)
 		if err != nil || !has {
 			return false, err
 		}
-		if b.firstInsert(d) {
-			b.objects.Add(1)
-		}
 	}
 	t.node.Digest = &d
-	t.node.Payload = d.ObjectPath()
+	t.node.Payload = objectPath(&d)
 	b.files.Add(1)
 	b.bytes.Add(t.key.size)
 	return true, nil

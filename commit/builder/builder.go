@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cfs-dev/cfs/commit"
@@ -23,6 +24,7 @@ import (
 	"github.com/cfs-dev/cfs/composefs/dump"
 	"github.com/cfs-dev/cfs/composefs/erofs"
 	"github.com/cfs-dev/cfs/composefs/fsverity"
+	"github.com/cfs-dev/cfs/composefs/objstore"
 )
 
 // Source is what a commit is built from: exactly one of Dir and Tar.
@@ -119,31 +121,53 @@ func Build(ctx context.Context, r *repo.Repo, src Source, opts Options) (*Result
 	defer gc.Unlock()
 
 	before := r.Objects.Stats()
-	root, err := buildTree(ctx, r, src, opts)
+	start := time.Now()
+	// Every object of the commit goes into one batch: one filesystem
+	// sync makes them durable before any is published, and existence
+	// checks come from listings of the store.
+	batch := r.Objects.Batch()
+	defer batch.Abort() // after Flush: nothing left to drop
+	if c, ok := opts.Cache.(*FileCache); ok {
+		batch.ExpectLookups(c.count()) // about as many files as last time
+	}
+	root, err := buildTree(ctx, r, batch, src, opts)
 	if err != nil {
 		return nil, err
 	}
 	if opts.Timestamp != 0 {
 		clampMtimes(root, composefs.Timespec{Sec: opts.Timestamp})
 	}
-	if err := root.Validate(); err != nil {
-		return nil, err
-	}
-	stats := countObjects(root)
-	kernel, err := findKernel(root)
-	if err != nil {
-		return nil, err
-	}
+	treeDone := time.Now()
 
-	dumpDigest, dumpSize, err := storeDump(ctx, r, root)
+	// The checks of the tree run beside the writing of the dump (both
+	// only read the tree); nothing is published unless they pass.
+	var (
+		stats    objectStats
+		kernel   *commit.Kernel
+		checkErr error
+	)
+	checked := make(chan struct{})
+	go func() {
+		defer close(checked)
+		if checkErr = root.Validate(); checkErr == nil {
+			stats = countObjects(root)
+			kernel, checkErr = findKernel(root)
+		}
+	}()
+	dumpDigest, dumpSize, img, err := storeDumpAndImage(ctx, r, batch, root, opts.Cache, func() error {
+		<-checked
+		return checkErr
+	})
+	<-checked
+	if checkErr != nil {
+		return nil, checkErr // the tree's own problem first
+	}
 	if err != nil {
 		return nil, err
 	}
-	img, err := storeImage(ctx, r, root)
-	if err != nil {
-		return nil, err
-	}
-	log.Debug("tree stored", "objects", stats.Count, "image", img.Digest, "dump", dumpDigest)
+	flushDone := time.Now()
+	log.Debug("tree stored", "objects", stats.Count, "image", img.Digest, "dump", dumpDigest,
+		"tree_time", treeDone.Sub(start), "store_time", flushDone.Sub(treeDone))
 
 	// From here on: one writer per ref.
 	lock, err := r.LockRef(ctx, opts.Ref)
@@ -216,6 +240,7 @@ func Build(ctx context.Context, r *repo.Repo, src Source, opts Options) (*Result
 	if err := r.UpdateSummary(ctx, opts.Signers); err != nil {
 		return nil, fmt.Errorf("commit %s written and %s moved, but the summary was not updated: %w", id, opts.Ref, err)
 	}
+	log.Debug("commit written", "commit", id, "commit_time", time.Since(flushDone), "total_time", time.Since(start))
 	after := r.Objects.Stats()
 	res := &Result{
 		Commit:         id,
@@ -237,10 +262,10 @@ func Build(ctx context.Context, r *repo.Repo, src Source, opts Options) (*Result
 	return res, nil
 }
 
-func buildTree(ctx context.Context, r *repo.Repo, src Source, opts Options) (*composefs.Node, error) {
+func buildTree(ctx context.Context, r *repo.Repo, batch *objstore.Batch, src Source, opts Options) (*composefs.Node, error) {
 	if src.Dir != "" {
 		return composefs.BuildFromDir(ctx, src.Dir, composefs.BuildOptions{
-			Store:    r.Objects,
+			Batch:    batch,
 			Threads:  opts.Threads,
 			Cache:    opts.Cache,
 			Progress: opts.Progress,
@@ -257,12 +282,22 @@ func buildTree(ctx context.Context, r *repo.Repo, src Source, opts Options) (*co
 // clampMtimes sets every mtime later than max to max (the reproducible
 // builds convention for SOURCE_DATE_EPOCH).
 func clampMtimes(root *composefs.Node, max composefs.Timespec) {
-	_ = root.Walk(func(_ string, n *composefs.Node) error {
+	eachNode(root, func(n *composefs.Node) {
 		if n.Link == nil && max.Less(n.Mtime) {
 			n.Mtime = max
 		}
-		return nil
 	})
+}
+
+// eachNode calls fn for every node of the tree, depth first (Walk without
+// building the paths).
+func eachNode(n *composefs.Node, fn func(*composefs.Node)) {
+	fn(n)
+	if n.IsDir() {
+		for _, c := range n.Children {
+			eachNode(c, fn)
+		}
+	}
 }
 
 type objectStats struct {
@@ -273,18 +308,38 @@ type objectStats struct {
 // tree references, with their total size.
 func countObjects(root *composefs.Node) objectStats {
 	var st objectStats
-	seen := make(map[string]bool)
-	_ = root.Walk(func(_ string, n *composefs.Node) error {
+	external := 0
+	eachNode(root, func(n *composefs.Node) {
+		if n.Link == nil && n.HasExternalData() {
+			external++
+		}
+	})
+	seen := make(map[fsverity.Digest]struct{}, external)
+	var byPath map[string]struct{} // objects named without a digest
+	eachNode(root, func(n *composefs.Node) {
 		if n.Link != nil || !n.IsRegular() {
-			return nil
+			return
 		}
 		st.Files++
-		if n.HasExternalData() && n.Payload != "" && !seen[n.Payload] {
-			seen[n.Payload] = true
-			st.Count++
-			st.Size += int64(n.Size)
+		if !n.HasExternalData() || n.Payload == "" {
+			return
 		}
-		return nil
+		if n.Digest != nil {
+			if _, dup := seen[*n.Digest]; dup {
+				return
+			}
+			seen[*n.Digest] = struct{}{}
+		} else {
+			if byPath == nil {
+				byPath = map[string]struct{}{}
+			}
+			if _, dup := byPath[n.Payload]; dup {
+				return
+			}
+			byPath[n.Payload] = struct{}{}
+		}
+		st.Count++
+		st.Size += int64(n.Size)
 	})
 	return st
 }
@@ -366,11 +421,69 @@ func lookupPath(root *composefs.Node, p string) *composefs.Node {
 	return n
 }
 
-// storeDump writes the tree's dump into the object store.
-func storeDump(ctx context.Context, r *repo.Repo, root *composefs.Node) (fsverity.Digest, int64, error) {
+// storeDumpAndImage stores the tree's dump and its composefs image and,
+// if check then passes, publishes every object of the batch. The image is
+// a function of the dump (and of the writer): when the file cache
+// remembers the image this executable wrote for the same dump, and it is
+// in the store, it is not written again.
+func storeDumpAndImage(ctx context.Context, r *repo.Repo, batch *objstore.Batch, root *composefs.Node, cache composefs.DigestCache, check func() error) (fsverity.Digest, int64, commit.Image, error) {
+	var (
+		dumpDigest, imgDigest fsverity.Digest
+		dumpSize, imgSize     int64
+		img                   commit.Image
+		known                 bool
+	)
+	memo, _ := cache.(*FileCache)
+	if memo != nil && memo.rememberedImages() {
+		// The dump first: it tells whether the image is needed.
+		var err error
+		if dumpDigest, dumpSize, err = storeDump(ctx, batch, root); err != nil {
+			return dumpDigest, dumpSize, img, err
+		}
+		if img, known = memo.image(dumpDigest); known {
+			if known, err = batch.Has(ctx, img.Digest); err != nil {
+				return dumpDigest, dumpSize, img, err
+			}
+		}
+		if !known {
+			if imgDigest, imgSize, err = storeImage(ctx, batch, root); err != nil {
+				return dumpDigest, dumpSize, img, err
+			}
+		}
+	} else {
+		// Independent: write them at once.
+		var wg sync.WaitGroup
+		var dumpErr, imgErr error
+		wg.Go(func() { dumpDigest, dumpSize, dumpErr = storeDump(ctx, batch, root) })
+		wg.Go(func() { imgDigest, imgSize, imgErr = storeImage(ctx, batch, root) })
+		wg.Wait()
+		if err := errors.Join(dumpErr, imgErr); err != nil {
+			return dumpDigest, dumpSize, img, err
+		}
+	}
+	if err := check(); err != nil {
+		return dumpDigest, dumpSize, img, err
+	}
+	if err := batch.Flush(ctx); err != nil {
+		return dumpDigest, dumpSize, img, fmt.Errorf("store objects: %w", err)
+	}
+	if !known {
+		var err error
+		if img, err = imageInfo(r, imgDigest, imgSize); err != nil {
+			return dumpDigest, dumpSize, img, err
+		}
+	}
+	if memo != nil {
+		memo.setImage(dumpDigest, img)
+	}
+	return dumpDigest, dumpSize, img, nil
+}
+
+// storeDump queues the tree's dump as an object of the batch.
+func storeDump(ctx context.Context, batch *objstore.Batch, root *composefs.Node) (fsverity.Digest, int64, error) {
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(dump.Write(pw, root)) }()
-	d, n, err := r.Objects.Insert(ctx, pr)
+	d, n, err := batch.Insert(ctx, pr)
 	pr.CloseWithError(err)
 	if err != nil {
 		return d, n, fmt.Errorf("store dump: %w", err)
@@ -378,10 +491,10 @@ func storeDump(ctx context.Context, r *repo.Repo, root *composefs.Node) (fsverit
 	return d, n, nil
 }
 
-// storeImage writes the composefs image into the object store, named by
-// its fs-verity digest, and checks the writer's digest against the
+// storeImage queues the composefs image as an object of the batch, named
+// by its fs-verity digest, and checks the writer's digest against the
 // store's.
-func storeImage(ctx context.Context, r *repo.Repo, root *composefs.Node) (commit.Image, error) {
+func storeImage(ctx context.Context, batch *objstore.Batch, root *composefs.Node) (fsverity.Digest, int64, error) {
 	pr, pw := io.Pipe()
 	var wd fsverity.Digest
 	go func() {
@@ -389,24 +502,29 @@ func storeImage(ctx context.Context, r *repo.Repo, root *composefs.Node) (commit
 		wd, err = erofs.Write(pw, root, erofs.DefaultWriteOptions())
 		pw.CloseWithError(err)
 	}()
-	d, n, err := r.Objects.Insert(ctx, pr)
+	d, n, err := batch.Insert(ctx, pr)
 	pr.CloseWithError(err)
 	if err != nil {
-		return commit.Image{}, fmt.Errorf("store image: %w", err)
+		return d, n, fmt.Errorf("store image: %w", err)
 	}
 	if d != wd {
-		return commit.Image{}, fmt.Errorf("store image: writer digest %s differs from stored digest %s", wd, d)
+		return d, n, fmt.Errorf("store image: writer digest %s differs from stored digest %s", wd, d)
 	}
+	return d, n, nil
+}
+
+// imageInfo reads the header of the stored image d.
+func imageInfo(r *repo.Repo, d fsverity.Digest, size int64) (commit.Image, error) {
 	f, err := r.Objects.Open(d)
 	if err != nil {
 		return commit.Image{}, err
 	}
 	defer f.Close()
-	im, err := erofs.Open(f, n)
+	im, err := erofs.Open(f, size)
 	if err != nil {
 		return commit.Image{}, fmt.Errorf("store image: reading back %s: %w", d, err)
 	}
-	return commit.Image{Algorithm: "sha256", Digest: d, FormatVersion: int(im.Header.ComposefsVersion), Size: n}, nil
+	return commit.Image{Algorithm: "sha256", Digest: d, FormatVersion: int(im.Header.ComposefsVersion), Size: size}, nil
 }
 
 // MachineArch returns the running architecture in uname -m spelling.

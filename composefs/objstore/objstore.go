@@ -7,10 +7,12 @@
 //
 // Objects are published atomically (temporary file in the store, fsync,
 // no-clobber rename, directory fsync) and an object that already exists is
-// re-verified, never trusted. A Batch (Store.Batch) inserts many objects
-// with one filesystem sync instead of one fsync per object. A Store is
-// safe for concurrent use by many goroutines and by several processes
-// sharing the directory.
+// re-verified by Insert and InsertFile, never trusted. A Batch
+// (Store.Batch) inserts many objects with one filesystem sync instead of
+// one fsync per object, and answers existence checks from listings of the
+// fan-out directories; its Has and Insert trust an existing object (as
+// Has does), leaving re-hashing to fsck. A Store is safe for concurrent
+// use by many goroutines and by several processes sharing the directory.
 package objstore
 
 import (
@@ -74,6 +76,9 @@ type Store struct {
 	dirs sync.Map
 	// written and bytesWritten count objects this Store value published.
 	written, bytesWritten atomic.Int64
+	// noVerity is set once enabling fs-verity failed as unsupported:
+	// the store's filesystem has none, so later objects do not try.
+	noVerity atomic.Bool
 }
 
 // Stats counts the objects a Store value has written since it was opened.
@@ -336,7 +341,7 @@ func (s *Store) finish(f *os.File, d fsverity.Digest, durable bool) error {
 		err = cerr
 	}
 	if err == nil {
-		err = enableVerity(name, d)
+		err = s.enableVerity(name, d)
 	}
 	if err != nil {
 		os.Remove(name)
@@ -347,8 +352,12 @@ func (s *Store) finish(f *os.File, d fsverity.Digest, durable bool) error {
 
 // enableVerity enables fs-verity (SHA-256, 4096-byte blocks, no salt) on
 // the closed file name and checks the kernel's measurement against d.
-// Filesystems without fs-verity are not an error.
-func enableVerity(name string, d fsverity.Digest) error {
+// Filesystems without fs-verity are not an error (and, once seen, not
+// tried again).
+func (s *Store) enableVerity(name string, d fsverity.Digest) error {
+	if s.noVerity.Load() {
+		return nil
+	}
 	f, err := os.Open(name)
 	if err != nil {
 		return err
@@ -357,6 +366,7 @@ func enableVerity(name string, d fsverity.Digest) error {
 	err = fsverity.Enable(f, fsverity.SHA256)
 	switch {
 	case errors.Is(err, fsverity.ErrNotSupported):
+		s.noVerity.Store(true)
 		return nil
 	case err != nil && !errors.Is(err, fsverity.ErrAlreadyEnabled):
 		return err
@@ -604,10 +614,16 @@ func digestOf(ctx context.Context, f *os.File) (fsverity.Digest, error) {
 
 var zeroBlock [fsverity.BlockSize]byte
 
+// fileWriter is where writeSparse writes: an *os.File or a raw descriptor.
+type fileWriter interface {
+	WriteAt(p []byte, off int64) (int, error)
+	Truncate(size int64) error
+}
+
 // writeSparse copies r into f through buf, hashing everything into h, and
 // leaves all-zero 4096-byte blocks as holes. It returns the number of
 // bytes.
-func writeSparse(ctx context.Context, f *os.File, r io.Reader, h *fsverity.Hasher, buf []byte) (int64, error) {
+func writeSparse(ctx context.Context, f fileWriter, r io.Reader, h *fsverity.Hasher, buf []byte) (int64, error) {
 	var off int64
 	for {
 		if err := ctx.Err(); err != nil {
@@ -644,7 +660,7 @@ func writeSparse(ctx context.Context, f *os.File, r io.Reader, h *fsverity.Hashe
 
 // writeNonZero writes p at off, skipping whole blocks of zeros (the file
 // is truncated to its final size afterwards, which turns them into holes).
-func writeNonZero(f *os.File, p []byte, off int64) error {
+func writeNonZero(f fileWriter, p []byte, off int64) error {
 	for len(p) > 0 {
 		n := min(len(p), fsverity.BlockSize)
 		if n == fsverity.BlockSize && bytes.Equal(p[:n], zeroBlock[:]) {
@@ -669,7 +685,7 @@ func writeNonZero(f *os.File, p []byte, off int64) error {
 
 // copyRW copies size bytes of src from offset 0 into dst with pread/pwrite,
 // hashing them, keeping zero blocks sparse. It returns the digest.
-func copyRW(ctx context.Context, dst, src *os.File, size int64) (fsverity.Digest, error) {
+func copyRW(ctx context.Context, dst fileWriter, src *os.File, size int64) (fsverity.Digest, error) {
 	if err := dst.Truncate(0); err != nil {
 		return fsverity.Digest{}, err
 	}

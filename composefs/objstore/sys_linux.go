@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -42,35 +43,92 @@ func renameNoReplace(oldpath, newpath string) error {
 // user-space copy. hashed reports that the data passed through user space
 // and sum is its fs-verity digest.
 func copyContent(ctx context.Context, dst, src *os.File, size int64) (hashed bool, sum fsverity.Digest, err error) {
-	st, err := src.Stat()
-	if err != nil {
-		return false, sum, err
+	var st unix.Stat_t
+	if err := unix.Fstat(int(dst.Fd()), &st); err != nil {
+		return false, sum, &os.PathError{Op: "fstat", Path: dst.Name(), Err: err}
 	}
-	if st.Size() < size {
-		return false, sum, fmt.Errorf("source has %d bytes, want %d: %w", st.Size(), size, io.ErrUnexpectedEOF)
+	return copyToFD(ctx, int(dst.Fd()), st.Dev, src, size)
+}
+
+// noReflink holds the pairs of devices (source, destination) where FICLONE
+// failed as unsupported, so that it is not tried for every file.
+var noReflink sync.Map
+
+type devPair struct{ src, dst uint64 }
+
+// copyToFD is copyContent into the empty file open as dfd, on the device
+// dstDev.
+func copyToFD(ctx context.Context, dfd int, dstDev uint64, src *os.File, size int64) (hashed bool, sum fsverity.Digest, err error) {
+	sfd := int(src.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstat(sfd, &st); err != nil {
+		return false, sum, &os.PathError{Op: "fstat", Path: src.Name(), Err: err}
+	}
+	if st.Size < size {
+		return false, sum, fmt.Errorf("source has %d bytes, want %d: %w", st.Size, size, io.ErrUnexpectedEOF)
 	}
 	if forceUserCopy {
-		sum, err = copyRW(ctx, dst, src, size)
+		sum, err = copyRW(ctx, fdWriter(dfd), src, size)
 		return true, sum, err
 	}
-	if st.Size() == size {
-		if err := unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())); err == nil {
-			return false, sum, nil
+	if st.Size == size {
+		devs := devPair{src: st.Dev, dst: dstDev}
+		if _, no := noReflink.Load(devs); !no {
+			err := unix.IoctlFileClone(dfd, sfd)
+			if err == nil {
+				return false, sum, nil
+			}
+			if reflinkUnsupported(err) {
+				noReflink.Store(devs, struct{}{})
+			}
 		}
 	}
-	done, err := copyRange(ctx, dst, src, size)
+	// Only a file with fewer blocks than its size can have holes worth
+	// looking for.
+	sparse := st.Blocks*512 < size
+	done, err := copyRange(ctx, dfd, sfd, size, sparse)
 	if done || err != nil {
 		return false, sum, err
 	}
-	sum, err = copyRW(ctx, dst, src, size)
+	sum, err = copyRW(ctx, fdWriter(dfd), src, size)
 	return true, sum, err
 }
 
-// copyRange copies with copy_file_range, extent by extent so that holes of
-// src stay holes. done is false when the kernel or filesystem cannot do it
-// (the caller falls back to a user-space copy).
-func copyRange(ctx context.Context, dst, src *os.File, size int64) (done bool, err error) {
-	sfd, dfd := int(src.Fd()), int(dst.Fd())
+// reflinkUnsupported tells FICLONE errors that hold for the whole
+// filesystem (no reflinks there, or not across these two) from others.
+func reflinkUnsupported(err error) bool {
+	for _, e := range []error{unix.EOPNOTSUPP, unix.EXDEV, unix.ENOTTY, unix.ENOSYS} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// fdWriter is a raw descriptor as a fileWriter.
+type fdWriter int
+
+func (fd fdWriter) WriteAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := unix.Pwrite(int(fd), p[n:], off+int64(n))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
+
+func (fd fdWriter) Truncate(size int64) error { return unix.Ftruncate(int(fd), size) }
+
+// copyRange copies with copy_file_range; for a sparse source extent by
+// extent so that holes stay holes. done is false when the kernel or
+// filesystem cannot do it (the caller falls back to a user-space copy).
+func copyRange(ctx context.Context, dfd, sfd int, size int64, sparse bool) (done bool, err error) {
 	var off int64
 	copied := false
 	for off < size {
@@ -78,17 +136,22 @@ func copyRange(ctx context.Context, dst, src *os.File, size int64) (done bool, e
 			return true, err
 		}
 		start, end := off, size
-		if data, err := unix.Seek(sfd, off, unix.SEEK_DATA); err == nil {
-			start = min(data, size)
-			if hole, err := unix.Seek(sfd, start, unix.SEEK_HOLE); err == nil {
-				end = min(hole, size)
+		if sparse {
+			if data, err := unix.Seek(sfd, off, unix.SEEK_DATA); err == nil {
+				start = min(data, size)
+				if hole, err := unix.Seek(sfd, start, unix.SEEK_HOLE); err == nil {
+					end = min(hole, size)
+				}
+			} else if errors.Is(err, unix.ENXIO) {
+				break // only a hole remains
 			}
-		} else if errors.Is(err, unix.ENXIO) {
-			break // only a hole remains
 		}
 		for start < end {
 			rin, rout := start, start
 			n, err := unix.CopyFileRange(sfd, &rin, dfd, &rout, int(min(end-start, 1<<30)), 0)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
 			if err != nil {
 				if !copied && fallbackErr(err) {
 					return false, nil
@@ -103,7 +166,10 @@ func copyRange(ctx context.Context, dst, src *os.File, size int64) (done bool, e
 		}
 		off = end
 	}
-	return true, dst.Truncate(size)
+	if off == size && !sparse {
+		return true, nil // written up to size: nothing to extend
+	}
+	return true, unix.Ftruncate(dfd, size)
 }
 
 // fallbackErr tells copy_file_range errors that mean "not here, copy by
