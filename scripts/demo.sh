@@ -52,8 +52,6 @@ echo "== deploy it: cfs-deploy init / pull / switch on a sysroot directory"
 "$BIN/cfs-deploy" --sysroot sysroot switch demo/x86_64/stable
 "$BIN/cfs-deploy" --sysroot sysroot status
 echo "boot entry:"; cat sysroot/boot/loader/entries/*.conf
-DEPLOY=$(ls -d sysroot/cfs/deploy/demo/deploy/*/)
-DIGEST=$(sed -n 's/.*composefs=\([0-9a-f]*\).*/\1/p' sysroot/boot/loader/entries/*.conf)
 
 echo "== boot it as the initramfs does: cfs-initramfs mount-root with the boot entry's options"
 echo "   (private mount namespace; this kernel has no fs-verity and no TPM, so the initramfs configuration"

@@ -8,25 +8,14 @@ set -euo pipefail
 # dracut-core is Debian's dracut (dracut, lsinitrd and the modules) without
 # the "dracut" package, which conflicts with initramfs-tools: installing it
 # neither removes initramfs-tools nor adds a kernel hook, so the host's own
-# initramfs images are left alone. The tests build initramfs images with it;
-# shellcheck lints the dracut module.
+# initramfs images are left alone. The tests build initramfs images with it,
+# and lint the dracut module with shellcheck.
 PKGS=(erofs-utils fsverity attr acl util-linux mount e2fsprogs swtpm swtpm-tools tpm2-tools ostree systemd
 	dracut-core shellcheck)
 
-missing=()
-for p in "${PKGS[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	if [[ $(id -u) -ne 0 ]]; then
-		echo "install-deps: need root to install: ${missing[*]}" >&2
-		exit 1
-	fi
-	echo "install-deps: apt-get install ${missing[*]}" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/apt.sh
+source "$(dirname "$0")/apt.sh"
+apt_install install-deps "${PKGS[@]}"
 
 # Go: the machine's own toolchain (Debian's golang is too old for go.mod).
 export PATH=/usr/local/go/bin:$PATH

@@ -23,20 +23,9 @@ PKGS=(
 	kmod                 # depmod for the guest's module tree
 )
 
-missing=()
-for p in "${PKGS[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	if [[ $(id -u) -ne 0 ]]; then
-		echo "vm-deps: need root to install: ${missing[*]}" >&2
-		exit 1
-	fi
-	echo "vm-deps: apt-get install ${missing[*]}" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/apt.sh
+source "$(dirname "$0")/apt.sh"
+apt_install vm-deps "${PKGS[@]}"
 
 # The kernel the guests boot: the newest installed 6.12 cloud kernel.
 kver=$(cd /lib/modules && ls -d 6.12.*-cloud-amd64 2>/dev/null | sort -V | tail -n1)
