@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -22,6 +21,7 @@ import (
 	"github.com/cfs-dev/cfs/composefs/fsverity"
 	"github.com/cfs-dev/cfs/deploy/cmdline"
 	"github.com/cfs-dev/cfs/internal/atomicfile"
+	"github.com/cfs-dev/cfs/internal/kvconf"
 	"github.com/cfs-dev/cfs/tpm"
 )
 
@@ -61,22 +61,7 @@ func (c TPMConfig) Marshal() []byte {
 // keys are refused.
 func ParseTPMConfig(b []byte) (TPMConfig, error) {
 	var c TPMConfig
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return c, fmt.Errorf("tpm config line %d: want key = value", n)
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if seen[k] {
-			return c, fmt.Errorf("tpm config line %d: %s given twice", n, k)
-		}
-		seen[k] = true
+	seen, err := kvconf.Parse(b, func(k, v string) error {
 		var err error
 		switch k {
 		case "mode":
@@ -88,12 +73,10 @@ func ParseTPMConfig(b []byte) (TPMConfig, error) {
 		default:
 			err = fmt.Errorf("unknown key %q", k)
 		}
-		if err != nil {
-			return c, fmt.Errorf("tpm config line %d: %w", n, err)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return c, err
+		return err
+	})
+	if err != nil {
+		return c, fmt.Errorf("tpm config %w", err)
 	}
 	for _, k := range []string{"mode", "pcrs", "measure-pcr"} {
 		if !seen[k] {

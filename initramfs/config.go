@@ -1,16 +1,14 @@
 package initramfs
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/cfs-dev/cfs/deploy/cmdline"
+	"github.com/cfs-dev/cfs/internal/kvconf"
 )
 
 // Defaults of a real boot.
@@ -109,22 +107,7 @@ func DefaultConfig() Config {
 // boot policy must not be half understood).
 func ParseConfig(b []byte) (Config, error) {
 	c := DefaultConfig()
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			return c, fmt.Errorf("line %d: want key = value", n)
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if seen[k] {
-			return c, fmt.Errorf("line %d: %s given twice", n, k)
-		}
-		seen[k] = true
+	_, err := kvconf.Parse(b, func(k, v string) error {
 		var err error
 		switch k {
 		case "verity":
@@ -139,11 +122,9 @@ func ParseConfig(b []byte) (Config, error) {
 		default:
 			err = fmt.Errorf("unknown key %q", k)
 		}
-		if err != nil {
-			return c, fmt.Errorf("line %d: %w", n, err)
-		}
-	}
-	return c, sc.Err()
+		return err
+	})
+	return c, err
 }
 
 // LoadConfig reads the configuration file at path; a missing file gives
