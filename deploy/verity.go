@@ -127,7 +127,7 @@ func enableAndMeasure(p string, want fsverity.Digest) (enabled bool, err error) 
 	got, err := fsverity.Measure(f)
 	if errors.Is(err, fsverity.ErrNotEnabled) {
 		if err := fsverity.Enable(f, fsverity.SHA256); err != nil && !errors.Is(err, fsverity.ErrAlreadyEnabled) {
-			return false, fmt.Errorf("enable fs-verity: %w", err)
+			return false, fmt.Errorf("enable fs-verity on %s: %w", p, err)
 		}
 		enabled = true
 		got, err = fsverity.Measure(f)

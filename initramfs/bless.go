@@ -12,6 +12,7 @@ import (
 
 	"github.com/cfs-dev/cfs/commit"
 	"github.com/cfs-dev/cfs/composefs/fsverity"
+	"github.com/cfs-dev/cfs/deploy/cmdline"
 	"github.com/cfs-dev/cfs/tpm"
 )
 
@@ -47,17 +48,30 @@ func Measure(ctx context.Context, runDir string, t transport.TPM) (*Record, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := measureRecord(t, enr, rec, runDir); err != nil {
+		return nil, err
+	}
+	if err := writeRecord(runDir, rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// measureRecord extends the enrollment's measure PCR (PCR 15 without one)
+// with the event of the booted root rec describes, logs it under runDir,
+// and marks rec measured.
+func measureRecord(t transport.TPM, enr *tpm.Enrollment, rec *Record, runDir string) error {
 	pcr := tpm.DefaultMeasurePCR
 	if enr != nil {
 		pcr = enr.MeasurePCR
 	}
 	digest, err := fsverity.ParseDigest(rec.ImageDigest)
 	if err != nil {
-		return nil, fmt.Errorf("boot record: image digest: %w", err)
+		return fmt.Errorf("boot record: image digest: %w", err)
 	}
 	id, err := commit.ParseID(rec.Commit)
 	if err != nil {
-		return nil, fmt.Errorf("boot record: commit: %w", err)
+		return fmt.Errorf("boot record: commit: %w", err)
 	}
 	keyID := ""
 	if len(rec.KeyIDs) > 0 {
@@ -65,16 +79,13 @@ func Measure(ctx context.Context, runDir string, t transport.TPM) (*Record, erro
 	}
 	event, err := tpm.RootEvent("sha256", digest, id, keyID)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := tpm.Measure(t, pcr, event, filepath.Join(runDir, MeasureLog)); err != nil {
-		return nil, fmt.Errorf("extend PCR %d: %w", pcr, err)
+		return fmt.Errorf("extend PCR %d: %w", pcr, err)
 	}
 	rec.TPM.Present, rec.TPM.MeasurePCR, rec.TPM.Measured, rec.TPM.Event = true, pcr, true, event
-	if err := writeRecord(runDir, rec); err != nil {
-		return nil, err
-	}
-	return rec, nil
+	return nil
 }
 
 // BlessResult describes a bless.
@@ -106,7 +117,7 @@ func Bless(ctx context.Context, runDir string, open func() (transport.TPMCloser,
 	if err != nil {
 		return nil, err
 	}
-	if enr == nil || rec.TPM.Mode == "off" {
+	if enr == nil || rec.TPM.Mode == string(cmdline.TPMOff) {
 		res.Skipped = "no TPM enrollment was used for this boot"
 		return res, nil
 	}

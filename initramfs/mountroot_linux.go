@@ -449,32 +449,18 @@ func (b *booter) checkTPM(mode cmdline.TPMMode, enr *tpm.Enrollment, dfd int, d 
 	return t, nil
 }
 
-// measure extends the measure PCR with the root's identity.
+// measure extends the measure PCR with the root's identity; in required
+// mode a failure stops the boot, otherwise it is noted in the record.
 func (b *booter) measure(t transport.TPM, enr *tpm.Enrollment, rec *Record, mode cmdline.TPMMode) error {
-	pcr := tpm.DefaultMeasurePCR
-	if enr != nil {
-		pcr = enr.MeasurePCR
-	}
-	digest, _ := fsverity.ParseDigest(rec.ImageDigest)
-	id, _ := commit.ParseID(rec.Commit)
-	keyID := ""
-	if len(rec.KeyIDs) > 0 {
-		keyID = rec.KeyIDs[0]
-	}
-	event, err := tpm.RootEvent("sha256", digest, id, keyID)
-	if err == nil {
-		err = tpm.Measure(t, pcr, event, filepath.Join(b.o.RunDir, MeasureLog))
-	}
-	if err != nil {
+	if err := measureRecord(t, enr, rec, b.o.RunDir); err != nil {
 		if mode == cmdline.TPMRequired {
-			return b.fail(CheckMeasure, fmt.Errorf("extend PCR %d: %w", pcr, err))
+			return b.fail(CheckMeasure, err)
 		}
-		rec.TPM.Note = fmt.Sprintf("measuring into PCR %d failed: %v", pcr, err)
+		rec.TPM.Note = err.Error()
 		b.log.Warn(rec.TPM.Note)
 		return nil
 	}
-	rec.TPM.MeasurePCR, rec.TPM.Measured, rec.TPM.Event = pcr, true, event
-	b.log.Info("measured", "pcr", pcr, "event", event)
+	b.log.Info("measured", "pcr", rec.TPM.MeasurePCR, "event", rec.TPM.Event)
 	return nil
 }
 

@@ -182,10 +182,10 @@ func isMountPoint(dir string) (bool, error) {
 	return st.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
 }
 
-// makeWritable turns the physical root's super block read-write and keeps
-// its own mount point read-only: the /etc and /var binds made afterwards
-// are writable, the physical root's view is not (as ostree's
-// sysroot.readonly). Only for a physical root cfs mounted.
+// makeWritable turns the physical root's super block (and its mount)
+// read-write, so that the /etc and /var binds made next are writable;
+// makeReadOnly then makes the physical root's own mount read-only again
+// (as ostree's sysroot.readonly). Only for a physical root cfs mounted.
 func makeWritable(dir string) error {
 	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("remount %s read-write: %w", dir, err)
@@ -193,6 +193,8 @@ func makeWritable(dir string) error {
 	return nil
 }
 
+// makeReadOnly makes the mount at dir read-only, leaving its super block
+// and the other mounts of it (the binds) writable.
 func makeReadOnly(dir string) error {
 	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("make the %s mount read-only: %w", dir, err)
