@@ -11,7 +11,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/google/go-tpm/tpm2/transport"
 	"golang.org/x/sys/unix"
@@ -143,6 +146,9 @@ func (b *booter) run(ctx context.Context) (*Record, error) {
 		var ie *cmdline.InvalidError
 		if errors.As(err, &ie) && ie.Param == cmdline.ParamDeployment {
 			b.dep = ie.Value
+			if strings.ContainsFunc(ie.Value, unicode.IsControl) {
+				b.dep = strconv.Quote(ie.Value) // the message goes to the console
+			}
 			return nil, b.fail(CheckPath, err)
 		}
 		return nil, b.fail(CheckCmdline, err)
@@ -323,13 +329,15 @@ func (b *booter) run(ctx context.Context) (*Record, error) {
 	recPath := filepath.Join(o.RunDir, RunCfsDir, BootedFile)
 	b.push("remove "+recPath, func() error { return os.Remove(recPath) })
 	if enr != nil {
+		enrPath := filepath.Join(o.RunDir, RunCfsDir, RunEnrollmentFile)
 		eb, err := enr.Marshal()
 		if err == nil {
-			err = atomicfile.WriteFile(filepath.Join(o.RunDir, RunCfsDir, RunEnrollmentFile), eb, 0o644)
+			err = atomicfile.WriteFile(enrPath, eb, 0o644)
 		}
 		if err != nil {
 			return nil, b.fail(CheckMount, fmt.Errorf("record the enrollment: %w", err))
 		}
+		b.push("remove "+enrPath, func() error { return os.Remove(enrPath) })
 	}
 	if t != nil {
 		if err := b.measure(t, enr, rec, pol.TPM); err != nil {
