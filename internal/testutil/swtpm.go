@@ -64,7 +64,7 @@ func StartSWTPM(t testing.TB, state string, started bool) *SWTPM {
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
-		if err := waitListening(port, exited); err != nil {
+		if err := WaitListening(port, exited); err != nil {
 			lastErr = fmt.Errorf("%v: %s", err, stderr.String())
 			_ = cmd.Process.Kill()
 			continue // port taken meanwhile: try another pair
@@ -116,9 +116,9 @@ func FreePortPair() (int, error) {
 	return 0, errors.New("no free consecutive TCP port pair on 127.0.0.1")
 }
 
-// waitListening polls until both the control and the command port accept
+// WaitListening polls until both the control and the command port accept
 // connections, or the process exits (it does when a port is taken).
-func waitListening(port int, exited <-chan error) error {
+func WaitListening(port int, exited <-chan error) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, p := range []int{port + 1, port} {
 		for {

@@ -5,9 +5,7 @@ package vm
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cfs-dev/cfs/internal/testutil"
 )
 
 // Firmware images of the ovmf package.
@@ -353,7 +353,7 @@ func (s *tcpTPM) tcti() string {
 func startTCPTPM(state string) (*tcpTPM, error) {
 	var lastErr error
 	for attempt := 0; attempt < 10; attempt++ {
-		port, err := freePortPair()
+		port, err := testutil.FreePortPair()
 		if err != nil {
 			return nil, err
 		}
@@ -369,7 +369,7 @@ func startTCPTPM(state string) (*tcpTPM, error) {
 		}
 		s := &tcpTPM{port: port, cmd: cmd, done: make(chan error, 1)}
 		go func() { s.done <- cmd.Wait() }()
-		if err := waitPorts(port, s.done); err != nil {
+		if err := testutil.WaitListening(port, s.done); err != nil {
 			lastErr = fmt.Errorf("%w: %s", err, stderr.String())
 			_ = cmd.Process.Kill()
 			<-s.done
@@ -400,46 +400,6 @@ func (s *tcpTPM) shutdown() error {
 		<-s.done
 	}
 	return err
-}
-
-func freePortPair() (int, error) {
-	for i := 0; i < 100; i++ {
-		l1, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l1.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+1))
-		l1.Close()
-		if err == nil {
-			l2.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("no free TCP port pair on 127.0.0.1")
-}
-
-func waitPorts(port int, exited <-chan error) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for _, p := range []int{port + 1, port} {
-		for {
-			select {
-			case err := <-exited:
-				return fmt.Errorf("swtpm exited: %v", err)
-			default:
-			}
-			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("swtpm port %d never opened: %v", p, err)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	return nil
 }
 
 // copyFile copies src to dst (sparse regions stay sparse: cp --sparse).
