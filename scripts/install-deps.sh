@@ -11,7 +11,7 @@ set -euo pipefail
 # initramfs images are left alone. The tests build initramfs images with it,
 # and lint the dracut module with shellcheck.
 PKGS=(erofs-utils fsverity attr acl util-linux mount e2fsprogs swtpm swtpm-tools tpm2-tools ostree systemd
-	dracut-core shellcheck)
+	dracut-core shellcheck xfsprogs)
 
 # shellcheck source=scripts/apt.sh
 source "$(dirname "$0")/apt.sh"
