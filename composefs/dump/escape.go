@@ -23,6 +23,15 @@ const (
 
 const hexDigits = "0123456789abcdef"
 
+// verbatim marks the bytes appendEscaped prints as they are whatever the
+// flags: printable, not space, not '\\' and not '='.
+var verbatim = func() (t [256]bool) {
+	for c := '!'; c < 0x7f; c++ {
+		t[c] = c != '\\' && c != '='
+	}
+	return t
+}()
+
 // appendEscaped appends s escaped as composefs-info prints it (C locale):
 // `\\`, `\n`, `\r`, `\t`, and `\xHH` (lowercase) for every other byte that
 // is not printable-and-not-space, so every byte ≥ 0x80 is hex-escaped.
@@ -31,6 +40,16 @@ func appendEscaped[S ~string | ~[]byte](dst []byte, s S, flags escapeFlags) []by
 		return append(dst, `\x2d`...)
 	}
 	for i := 0; i < len(s); i++ {
+		// Copy the run of bytes printed as they are in one append
+		// (most names and paths are one such run).
+		j := i
+		for j < len(s) && verbatim[s[j]] {
+			j++
+		}
+		dst = append(dst, s[i:j]...)
+		if i = j; i == len(s) {
+			break
+		}
 		c := s[i]
 		switch {
 		case c == '\\':
