@@ -11,40 +11,42 @@
 #   - cfs-commit image TREE out.cfs                  (same, image written)
 #   - cfs-commit image --digest-store=S TREE out.cfs (empty store filled)
 #   - fsverity digest (fsverity-utils), one process per 2000 files via xargs
-# and the ratio of each to the fsverity digest run. RUNS=N repeats each and
-# keeps the best time. The stores (about 1 GiB each) are removed at the end.
+# and the ratio of each to the fsverity digest run. RUNS=N rounds (each runs
+# every command once) keep the best time of each. The stores (about 1 GiB
+# each) are removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 source bench/lib.sh "$@"
 
-# run NAME CMD...: best wall time of $RUNS runs, and the peak RSS of that
-# run. $STORE is a new, empty directory for each run: nothing is deleted
-# while measuring (see settle in bench/lib.sh).
+# measure NAME CMD: one run of CMD; keeps the best wall time of NAME and
+# the peak RSS of that run. $STORE is a new, empty directory for each run:
+# nothing is deleted while measuring (see settle in bench/lib.sh).
 declare -A SECS RSS
-run() {
-	local name=$1 best="" rss=""
-	shift
-	for ((i = 0; i < RUNS; i++)); do
-		export STORE=$BENCH/stores/$name.$i
-		if ! /usr/bin/time -o "$BENCH/time" -f '%e %M' bash -c "$*" >/dev/null 2>"$BENCH/err"; then
-			cat "$BENCH/err" >&2
-			exit 1
-		fi
-		local t
-		t=$(tail -1 "$BENCH/time")
-		local s=${t% *} m=${t#* }
-		if [[ -z $best ]] || awk -v a="$s" -v b="$best" 'BEGIN{exit !(a<b)}'; then best=$s rss=$m; fi
-	done
-	SECS[$name]=$best RSS[$name]=$rss
+measure() {
+	local name=$1 t s m
+	export STORE=$BENCH/stores/$name.$round
+	if ! /usr/bin/time -o "$BENCH/time" -f '%e %M' bash -c "$2" >/dev/null 2>"$BENCH/err"; then
+		cat "$BENCH/err" >&2
+		exit 1
+	fi
+	t=$(tail -1 "$BENCH/time")
+	s=${t% *} m=${t#* }
+	if [[ -z ${SECS[$name]:-} ]] || awk -v a="$s" -v b="${SECS[$name]}" 'BEGIN{exit !(a<b)}'; then
+		SECS[$name]=$s RSS[$name]=$m
+	fi
 }
 
 remove "$BENCH/stores" "$BENCH/store" "$BENCH/out.cfs"
 settle
-run fsverity "find '$TREE' -type f -print0 | xargs -0 -n 2000 fsverity digest"
-run print-digest-only "bin/cfs-commit image --print-digest-only '$TREE'"
-run image "bin/cfs-commit image '$TREE' '$BENCH/out.cfs'"
-run digest-store "bin/cfs-commit image --digest-store=\"\$STORE\" '$TREE' '$BENCH/out.cfs'"
+# Rounds interleave the tools, so that a slow spell of this shared
+# machine (load, steal time) does not fall on one tool's runs only.
+for ((round = 0; round < RUNS; round++)); do
+	measure fsverity "find '$TREE' -type f -print0 | xargs -0 -n 2000 fsverity digest"
+	measure print-digest-only "bin/cfs-commit image --print-digest-only '$TREE'"
+	measure image "bin/cfs-commit image '$TREE' '$BENCH/out.cfs'"
+	measure digest-store "bin/cfs-commit image --digest-store=\"\$STORE\" '$TREE' '$BENCH/out.cfs'"
+done
 remove "$BENCH/stores"
 
 printf '\n%-44s %8s %10s %8s %9s %9s\n' "command" "seconds" "files/s" "MB/s" "RSS MiB" "vs fsv"

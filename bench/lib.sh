@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared set-up of the benchmark scripts (sourced, from the repository root):
 # builds cfs-commit and the tree generator, and sets TREE, FILES and BYTES
 # for the directory given as $1 or the generated 60,000-file, 1 GiB tree
@@ -9,6 +10,8 @@ mkdir -p "$BENCH" bin
 command -v /usr/bin/time >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
 go build -o bin/ ./cmd/cfs-commit
 go build -o "$BENCH/gentree" ./bench/gentree
+go build -o "$BENCH/copyfloor" ./bench/copyfloor
+TOOLS=$BENCH # gentree and copyfloor (BENCH moves with FS=xfs)
 
 TREE=${1:-}
 if [[ -z $TREE ]]; then
@@ -16,14 +19,36 @@ if [[ -z $TREE ]]; then
 	if [[ ! -f $BENCH/tree.done ]]; then
 		echo "generating $TREE (60,000 files, 1 GiB)..." >&2
 		rm -rf "$TREE"
-		"$BENCH/gentree" -files 60000 -bytes $((1 << 30)) "$TREE"
+		"$TOOLS/gentree" -files 60000 -bytes $((1 << 30)) "$TREE"
 		touch "$BENCH/tree.done"
 	fi
+fi
+
+# FS=xfs runs the benchmark on a new XFS with reflinks (loop device with
+# direct I/O, so that the page cache is not doubled) instead of the
+# filesystem of $CFS_BENCH_DIR: the tree is copied onto it and the
+# repositories and stores are made there, so that objects can be clones
+# of the source files. Unmounted and deleted on exit.
+FSNAME=$(findmnt -n -o FSTYPE -T "$BENCH")
+if [[ ${FS:-} == xfs ]]; then
+	command -v mkfs.xfs >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null
+	XFS_IMG=$BENCH/xfs.img XFS_MNT=$BENCH/xfs
+	rm -f "$XFS_IMG"
+	truncate -s 64G "$XFS_IMG" # sparse
+	mkfs.xfs -q -f -m reflink=1 "$XFS_IMG"
+	XFS_LOOP=$(losetup --find --show --direct-io=on "$XFS_IMG")
+	mkdir -p "$XFS_MNT"
+	mount "$XFS_LOOP" "$XFS_MNT"
+	trap 'umount "$XFS_MNT"; losetup -d "$XFS_LOOP"; rm -f "$XFS_IMG"' EXIT
+	echo "copying $TREE onto a new XFS (reflink=1) at $XFS_MNT..." >&2
+	cp -a "$TREE" "$XFS_MNT/tree"
+	sync
+	TREE=$XFS_MNT/tree BENCH=$XFS_MNT FSNAME="xfs (reflink=1, loop device)"
 fi
 FILES=$(find "$TREE" -type f | wc -l)
 BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
 find "$TREE" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
-echo "tree: $TREE, $FILES files, $((BYTES / 1048576)) MiB, $(nproc) CPUs, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "tree: $TREE on $FSNAME, $FILES files, $((BYTES / 1048576)) MiB, $(nproc) CPUs, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # remove DIR...: deletes the directories (if any exist), syncs, and notes
 # the time for settle.
