@@ -141,6 +141,11 @@ func (h *Hasher) Write(p []byte) (int, error) {
 		l0.n = 0
 	}
 	for len(p) >= BlockSize {
+		if haveLanes && h.alg == SHA256 && len(p) >= leafLanes*BlockSize {
+			h.emitLanes(p[:leafLanes*BlockSize])
+			p = p[leafLanes*BlockSize:]
+			continue
+		}
 		h.emitData(p[:BlockSize])
 		p = p[BlockSize:]
 	}
@@ -154,29 +159,49 @@ func (h *Hasher) emitData(block []byte) {
 	h.hashInto(1, block)
 }
 
-// hashInto appends the hash of block to level i, and hashes that level's
-// block into level i+1 when it fills up.
+// emitLanes hashes leafLanes full data blocks at once into level 1.
+func (h *Hasher) emitLanes(blocks []byte) {
+	var sums [leafLanes][32]byte
+	sumLeaves8(&sums, blocks, BlockSize)
+	for i := range sums {
+		h.levels[0].emitted++
+		h.appendHash(1, sums[i][:])
+	}
+}
+
+// hashInto appends the hash of block to level i (see appendHash).
 func (h *Hasher) hashInto(i int, block []byte) {
+	var sum [64]byte
+	h.appendHash(i, h.blockHash(&sum, block))
+}
+
+// blockHash returns the hash of one tree block, in sum.
+func (h *Hasher) blockHash(sum *[64]byte, block []byte) []byte {
+	if h.alg == SHA256 {
+		s := sha256.Sum256(block)
+		return append(sum[:0], s[:]...)
+	}
+	s := sha512.Sum512(block)
+	return append(sum[:0], s[:]...)
+}
+
+// appendHash appends a block hash to level i, and hashes that level's
+// block into level i+1 when it fills up.
+func (h *Hasher) appendHash(i int, hash []byte) {
+	var sum [64]byte
 	for {
 		if i == len(h.levels) {
 			h.levels = append(h.levels, new(level))
 		}
 		l := h.levels[i]
-		switch h.alg {
-		case SHA256:
-			s := sha256.Sum256(block)
-			copy(l.buf[l.n:], s[:])
-		default:
-			s := sha512.Sum512(block)
-			copy(l.buf[l.n:], s[:])
-		}
+		copy(l.buf[l.n:], hash)
 		l.n += h.hsize
 		if l.n < BlockSize {
 			return
 		}
 		l.n = 0
 		l.emitted++
-		block = l.buf[:]
+		hash = h.blockHash(&sum, l.buf[:])
 		i++
 	}
 }

@@ -270,6 +270,7 @@ func FuzzChunkedWrite(f *testing.F) {
 	f.Add([]byte("abc"), uint16(1))
 	f.Add(make([]byte, 4097), uint16(4096))
 	f.Add(bytes.Repeat([]byte{0xa5}, 3*BlockSize+1), uint16(4095))
+	f.Add(bytes.Repeat([]byte{0x5a, 1, 2}, 6000), uint16(8191)) // eight-leaf runs
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint16) {
 		step := int(chunk)%(2*BlockSize) + 1
 		for _, alg := range []Algorithm{SHA256, SHA512} {
@@ -279,8 +280,12 @@ func FuzzChunkedWrite(f *testing.F) {
 				h.Write(p[:n])
 				p = p[n:]
 			}
-			if got, want := h.Sum(nil), oneShot(alg, data); !bytes.Equal(got, want) {
+			got := h.Sum(nil)
+			if want := oneShot(alg, data); !bytes.Equal(got, want) {
 				t.Fatalf("%v len %d chunk %d: %x, want %x", alg, len(data), step, got, want)
+			}
+			if want := referenceDigest(data); alg == SHA256 && !bytes.Equal(got, want[:]) {
+				t.Fatalf("len %d chunk %d: %x, plain Merkle tree %x", len(data), step, got, want)
 			}
 		}
 	})
