@@ -141,9 +141,9 @@ func (h *Hasher) Write(p []byte) (int, error) {
 		l0.n = 0
 	}
 	for len(p) >= BlockSize {
-		if haveLanes && h.alg == SHA256 && len(p) >= leafLanes*BlockSize {
-			h.emitLanes(p[:leafLanes*BlockSize])
-			p = p[leafLanes*BlockSize:]
+		if haveLanes && h.alg == SHA256 && len(p) >= LeafLanes*BlockSize {
+			h.emitLanes(p[:LeafLanes*BlockSize])
+			p = p[LeafLanes*BlockSize:]
 			continue
 		}
 		h.emitData(p[:BlockSize])
@@ -159,14 +159,29 @@ func (h *Hasher) emitData(block []byte) {
 	h.hashInto(1, block)
 }
 
-// emitLanes hashes leafLanes full data blocks at once into level 1.
+// emitLanes hashes LeafLanes full data blocks at once into level 1.
 func (h *Hasher) emitLanes(blocks []byte) {
-	var sums [leafLanes][32]byte
-	sumLeaves8(&sums, blocks, BlockSize)
+	var sums [LeafLanes][32]byte
+	sumLeaves8(&sums, blocks)
 	for i := range sums {
 		h.levels[0].emitted++
 		h.appendHash(1, sums[i][:])
 	}
+}
+
+// AddLeafHash adds the next n bytes of input (1 to BlockSize) by the hash
+// of their Merkle leaf, computed by the caller (SumLeaves): the n bytes
+// followed by zeros up to BlockSize. A leaf of fewer than BlockSize bytes
+// must be the last input: nothing may be written or added after it. It
+// panics on a SHA512 Hasher, after a Write that left a partial block, or
+// after a partial leaf.
+func (h *Hasher) AddLeafHash(sum *[32]byte, n int) {
+	if h.alg != SHA256 || n < 1 || n > BlockSize || h.levels[0].n != 0 || h.size%BlockSize != 0 {
+		panic("fsverity: AddLeafHash out of order")
+	}
+	h.size += uint64(n)
+	h.levels[0].emitted++
+	h.appendHash(1, sum[:])
 }
 
 // hashInto appends the hash of block to level i (see appendHash).

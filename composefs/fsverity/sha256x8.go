@@ -1,6 +1,9 @@
 package fsverity
 
-import "encoding/binary"
+import (
+	"crypto/sha256"
+	"encoding/binary"
+)
 
 // Merkle leaves are many independent 4096-byte SHA-256 messages. Where the
 // processor has AVX-512 (VL, BW), eight of them are hashed at once, one per
@@ -9,8 +12,13 @@ import "encoding/binary"
 // the speed of the SHA extensions crypto/sha256 uses, which hash one
 // message at a time. Elsewhere every leaf goes through crypto/sha256.
 
-// leafLanes is the number of leaves sumLeaves8 hashes at once.
-const leafLanes = 8
+// LeafLanes is the number of Merkle leaves SumLeaves hashes at once.
+const LeafLanes = 8
+
+// FastLeaves reports whether SumLeaves hashes its leaves together here,
+// faster than one at a time; where it does not, callers that would gather
+// leaves from several files for it gain nothing by doing so.
+func FastLeaves() bool { return haveLanes }
 
 // sha256IV is the SHA-256 initial hash value (FIPS 180-4, 5.3.3).
 var sha256IV = [8]uint32{
@@ -39,8 +47,7 @@ var laneK = func() (t [64][8]uint32) {
 	return t
 }()
 
-// leafPad is the final SHA-256 block of every BlockSize-byte message,
-// for all lanes (stride 0): the 0x80 marker, zeros, and the length in
+// leafPad is the final SHA-256 block of every BlockSize-byte message: the 0x80 marker, zeros, and the length in
 // bits (32768) big-endian.
 var leafPad = func() (p [64]byte) {
 	p[0] = 0x80
@@ -48,18 +55,58 @@ var leafPad = func() (p [64]byte) {
 	return p
 }()
 
-// sumLeaves8 sets out[i] to the SHA-256 of the BlockSize bytes at
-// p[i*stride:]. It must only be called where haveLanes is true.
-func sumLeaves8(out *[leafLanes][32]byte, p []byte, stride int) {
-	_ = p[(leafLanes-1)*stride+BlockSize-1]
+// SumLeaves sets out[i] to the SHA-256 of leaves[i], for every i: the hash
+// a Merkle leaf contributes to the tree (see Hasher.AddLeafHash). Every
+// leaf must be BlockSize bytes; a file's last, partial leaf is its data
+// followed by zeros.
+func SumLeaves(out *[LeafLanes][32]byte, leaves *[LeafLanes][]byte) {
+	for _, l := range leaves {
+		if len(l) != BlockSize {
+			panic("fsverity: SumLeaves with a leaf that is not BlockSize bytes")
+		}
+	}
+	if !haveLanes {
+		for i, l := range leaves {
+			out[i] = sha256.Sum256(l)
+		}
+		return
+	}
+	var msgs [LeafLanes]*byte
+	for i, l := range leaves {
+		msgs[i] = &l[0]
+	}
+	sumLanes(out, &msgs)
+}
+
+// sumLeaves8 is SumLeaves for the eight leaves p[i*BlockSize:]. It must
+// only be called where haveLanes is true.
+func sumLeaves8(out *[LeafLanes][32]byte, p []byte) {
+	_ = p[LeafLanes*BlockSize-1]
+	var msgs [LeafLanes]*byte
+	for i := range msgs {
+		msgs[i] = &p[i*BlockSize]
+	}
+	sumLanes(out, &msgs)
+}
+
+// padMsgs points every lane at leafPad.
+var padMsgs = func() (m [LeafLanes]*byte) {
+	for i := range m {
+		m[i] = &leafPad[0]
+	}
+	return m
+}()
+
+// sumLanes hashes the eight BlockSize-byte messages at msgs.
+func sumLanes(out *[LeafLanes][32]byte, msgs *[LeafLanes]*byte) {
 	var st [8][8]uint32
 	for j := range st {
 		for i := range st[j] {
 			st[j][i] = sha256IV[j]
 		}
 	}
-	blocks8(&st, &p[0], stride, BlockSize/64, &laneK)
-	blocks8(&st, &leafPad[0], 0, 1, &laneK)
+	blocks8(&st, msgs, BlockSize/64, &laneK)
+	blocks8(&st, &padMsgs, 1, &laneK)
 	for i := range out {
 		for j := range st {
 			binary.BigEndian.PutUint32(out[i][4*j:], st[j][i])

@@ -8,11 +8,11 @@ import "golang.org/x/sys/cpu"
 
 // blocks8 runs the SHA-256 compression function over n 64-byte blocks of
 // eight messages at once (sha256x8_amd64.s): lane i's message starts at
-// base+i*stride, and state[j][i] is lane i's working variable j. k[t] holds
+// msgs[i], and state[j][i] is lane i's working variable j. k[t] holds
 // round constant t in all eight lanes.
 //
 //go:noescape
-func blocks8(state *[8][8]uint32, base *byte, stride int, n int, k *[64][8]uint32)
+func blocks8(state *[8][8]uint32, msgs *[8]*byte, n int, k *[64][8]uint32)
 
 // haveLanes reports whether blocks8 can run here: it needs AVX2 and
 // AVX-512 F, VL (rotates and three-input logic on YMM registers, and the

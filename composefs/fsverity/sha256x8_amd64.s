@@ -4,21 +4,19 @@
 
 #include "textflag.h"
 
-// func blocks8(state *[8][8]uint32, base *byte, stride int, n int, k *[64][8]uint32)
+// func blocks8(state *[8][8]uint32, msgs *[8]*byte, n int, k *[64][8]uint32)
 //
 // state[j][i] is working variable j of lane i; lane i's message starts
-// at base+i*stride; n 64-byte blocks of each are compressed; k[t] holds
-// round constant t in every lane.
-TEXT ·blocks8(SB), NOSPLIT, $0-40
+// at msgs[i]; n 64-byte blocks of each are compressed; k[t] holds round
+// constant t in every lane.
+TEXT ·blocks8(SB), NOSPLIT, $0-32
 	MOVQ state+0(FP), AX
-	MOVQ base+8(FP), SI
-	MOVQ stride+16(FP), BX
-	MOVQ n+24(FP), CX
-	MOVQ k+32(FP), DX
+	MOVQ msgs+8(FP), BX
+	MOVQ n+16(FP), CX
+	MOVQ k+24(FP), DX
 	TESTQ CX, CX
 	JZ done
-	LEAQ (SI)(BX*2), R10
-	LEAQ (R10)(BX*1), R8
+	XORQ DI, DI
 	VMOVDQU 0(AX), Y0
 	VMOVDQU 32(AX), Y1
 	VMOVDQU 64(AX), Y2
@@ -36,14 +34,22 @@ loop:
 	VMOVDQU Y5, 160(AX)
 	VMOVDQU Y6, 192(AX)
 	VMOVDQU Y7, 224(AX)
-	VMOVDQU 0(SI), Y8
-	VMOVDQU 0(SI)(BX*1), Y9
-	VMOVDQU 0(R10), Y10
-	VMOVDQU 0(R8), Y11
-	VMOVDQU 0(SI)(BX*4), Y12
-	VMOVDQU 0(R8)(BX*2), Y13
-	VMOVDQU 0(R10)(BX*4), Y14
-	VMOVDQU 0(R8)(BX*4), Y15
+	MOVQ 0(BX), SI
+	VMOVDQU 0(SI)(DI*1), Y8
+	MOVQ 8(BX), R8
+	VMOVDQU 0(R8)(DI*1), Y9
+	MOVQ 16(BX), R9
+	VMOVDQU 0(R9)(DI*1), Y10
+	MOVQ 24(BX), R10
+	VMOVDQU 0(R10)(DI*1), Y11
+	MOVQ 32(BX), SI
+	VMOVDQU 0(SI)(DI*1), Y12
+	MOVQ 40(BX), R8
+	VMOVDQU 0(R8)(DI*1), Y13
+	MOVQ 48(BX), R9
+	VMOVDQU 0(R9)(DI*1), Y14
+	MOVQ 56(BX), R10
+	VMOVDQU 0(R10)(DI*1), Y15
 	VUNPCKLPS Y9, Y8, Y16
 	VUNPCKHPS Y9, Y8, Y17
 	VUNPCKLPS Y11, Y10, Y18
@@ -76,14 +82,22 @@ loop:
 	VPSHUFB bswap<>(SB), Y21, Y21
 	VPSHUFB bswap<>(SB), Y22, Y22
 	VPSHUFB bswap<>(SB), Y23, Y23
-	VMOVDQU 32(SI), Y8
-	VMOVDQU 32(SI)(BX*1), Y9
-	VMOVDQU 32(R10), Y10
-	VMOVDQU 32(R8), Y11
-	VMOVDQU 32(SI)(BX*4), Y12
-	VMOVDQU 32(R8)(BX*2), Y13
-	VMOVDQU 32(R10)(BX*4), Y14
-	VMOVDQU 32(R8)(BX*4), Y15
+	MOVQ 0(BX), SI
+	VMOVDQU 32(SI)(DI*1), Y8
+	MOVQ 8(BX), R8
+	VMOVDQU 32(R8)(DI*1), Y9
+	MOVQ 16(BX), R9
+	VMOVDQU 32(R9)(DI*1), Y10
+	MOVQ 24(BX), R10
+	VMOVDQU 32(R10)(DI*1), Y11
+	MOVQ 32(BX), SI
+	VMOVDQU 32(SI)(DI*1), Y12
+	MOVQ 40(BX), R8
+	VMOVDQU 32(R8)(DI*1), Y13
+	MOVQ 48(BX), R9
+	VMOVDQU 32(R9)(DI*1), Y14
+	MOVQ 56(BX), R10
+	VMOVDQU 32(R10)(DI*1), Y15
 	VUNPCKLPS Y9, Y8, Y24
 	VUNPCKHPS Y9, Y8, Y25
 	VUNPCKLPS Y11, Y10, Y26
@@ -1868,9 +1882,7 @@ loop:
 	VPADDD 160(AX), Y5, Y5
 	VPADDD 192(AX), Y6, Y6
 	VPADDD 224(AX), Y7, Y7
-	ADDQ $64, SI
-	ADDQ $64, R10
-	ADDQ $64, R8
+	ADDQ $64, DI
 	DECQ CX
 	JNZ loop
 	VMOVDQU Y0, 0(AX)

@@ -54,14 +54,22 @@ func TestSumLeaves8(t *testing.T) {
 				buf[i] = byte(r.Uint32())
 			}
 		}
-		stride := []int{BlockSize, BlockSize + 64, 2 * BlockSize, 0, BlockSize + 4}[round%5]
-		off := r.IntN(64)
-		p := buf[off:]
-		var got [leafLanes][32]byte
-		sumLeaves8(&got, p, stride)
+		var leaves [LeafLanes][]byte
+		for i := range leaves {
+			off := r.IntN(len(buf) - BlockSize + 1)
+			if round%7 == 0 {
+				off = i * BlockSize // contiguous
+			}
+			leaves[i] = buf[off : off+BlockSize]
+		}
+		if round%5 == 0 {
+			leaves[3] = leaves[0]
+		}
+		var got [LeafLanes][32]byte
+		SumLeaves(&got, &leaves)
 		for i := range got {
-			if want := sha256.Sum256(p[i*stride : i*stride+BlockSize]); got[i] != want {
-				t.Fatalf("round %d (stride %d, offset %d) lane %d: %x, want %x", round, stride, off, i, got[i], want)
+			if want := sha256.Sum256(leaves[i]); got[i] != want {
+				t.Fatalf("round %d lane %d: %x, want %x", round, i, got[i], want)
 			}
 		}
 	}
@@ -132,22 +140,86 @@ func referenceDigest(data []byte) Digest {
 // BenchmarkLeaves compares hashing eight leaves at once with one at a
 // time through crypto/sha256 (the SHA extensions where present).
 func BenchmarkLeaves(b *testing.B) {
-	buf := make([]byte, leafLanes*BlockSize)
+	buf := make([]byte, LeafLanes*BlockSize)
 	if haveLanes {
 		b.Run("lanes", func(b *testing.B) {
-			var out [leafLanes][32]byte
+			var out [LeafLanes][32]byte
 			b.SetBytes(int64(len(buf)))
 			for b.Loop() {
-				sumLeaves8(&out, buf, BlockSize)
+				sumLeaves8(&out, buf)
 			}
 		})
 	}
 	b.Run("crypto-sha256", func(b *testing.B) {
 		b.SetBytes(int64(len(buf)))
 		for b.Loop() {
-			for i := range leafLanes {
+			for i := range LeafLanes {
 				sha256.Sum256(buf[i*BlockSize : (i+1)*BlockSize])
 			}
 		}
 	})
+}
+
+// TestAddLeafHash builds digests from leaf hashes, eight leaves of
+// several inputs at a time as a caller interleaving files does, the last
+// leaf of each zero-padded, and compares them with the plain tree.
+func TestAddLeafHash(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	sizes := []int{1, 64, 4095, 4096, 4097, 3*BlockSize + 5, 8 * BlockSize, 129*BlockSize + 7, 300 * BlockSize}
+	inputs := make([][]byte, len(sizes))
+	hashers := make([]*Hasher, len(sizes))
+	offs := make([]int, len(sizes))
+	for i, n := range sizes {
+		inputs[i] = make([]byte, n)
+		for j := range inputs[i] {
+			inputs[i][j] = byte(r.Uint32())
+		}
+		hashers[i] = NewHasher(SHA256)
+	}
+	spare := make([]byte, BlockSize)
+	for {
+		var leaves [LeafLanes][]byte
+		var owner [LeafLanes]int
+		lanes := 0
+		for i := range inputs {
+			if offs[i] < len(inputs[i]) && lanes < LeafLanes {
+				leaf := make([]byte, BlockSize)
+				copy(leaf, inputs[i][offs[i]:])
+				leaves[lanes], owner[lanes] = leaf, i
+				lanes++
+			}
+		}
+		if lanes == 0 {
+			break
+		}
+		for l := lanes; l < LeafLanes; l++ {
+			leaves[l] = spare
+		}
+		var sums [LeafLanes][32]byte
+		SumLeaves(&sums, &leaves)
+		for l := range lanes {
+			i := owner[l]
+			n := min(BlockSize, len(inputs[i])-offs[i])
+			hashers[i].AddLeafHash(&sums[l], n)
+			offs[i] += n
+		}
+	}
+	for i, h := range hashers {
+		if got, want := h.Digest(), referenceDigest(inputs[i]); got != want {
+			t.Errorf("size %d: %s, want %s", sizes[i], got, want)
+		}
+	}
+
+	// After a partial leaf, more input is a programming error.
+	h := NewHasher(SHA256)
+	var sum [32]byte
+	h.AddLeafHash(&sum, 100)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("AddLeafHash after a partial leaf did not panic")
+			}
+		}()
+		h.AddLeafHash(&sum, BlockSize)
+	}()
 }

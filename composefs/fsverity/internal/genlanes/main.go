@@ -38,22 +38,20 @@ func gen(b *bytes.Buffer) {
 	p("")
 	p(`#include "textflag.h"`)
 	p("")
-	p("// func blocks8(state *[8][8]uint32, base *byte, stride int, n int, k *[64][8]uint32)")
+	p("// func blocks8(state *[8][8]uint32, msgs *[8]*byte, n int, k *[64][8]uint32)")
 	p("//")
 	p("// state[j][i] is working variable j of lane i; lane i's message starts")
-	p("// at base+i*stride; n 64-byte blocks of each are compressed; k[t] holds")
-	p("// round constant t in every lane.")
-	p("TEXT ·blocks8(SB), NOSPLIT, $0-40")
+	p("// at msgs[i]; n 64-byte blocks of each are compressed; k[t] holds round")
+	p("// constant t in every lane.")
+	p("TEXT ·blocks8(SB), NOSPLIT, $0-32")
 	p("\tMOVQ state+0(FP), AX")
-	p("\tMOVQ base+8(FP), SI")
-	p("\tMOVQ stride+16(FP), BX")
-	p("\tMOVQ n+24(FP), CX")
-	p("\tMOVQ k+32(FP), DX")
+	p("\tMOVQ msgs+8(FP), BX")
+	p("\tMOVQ n+16(FP), CX")
+	p("\tMOVQ k+24(FP), DX")
 	p("\tTESTQ CX, CX")
 	p("\tJZ done")
-	// Lane addressing: SI (lane 0), R10 = SI+2*stride, R8 = SI+3*stride.
-	p("\tLEAQ (SI)(BX*2), R10")
-	p("\tLEAQ (R10)(BX*1), R8")
+	// DI is the offset of the current block in every message.
+	p("\tXORQ DI, DI")
 	for j := range 8 {
 		p("\tVMOVDQU %d(AX), Y%d", 32*j, j)
 	}
@@ -62,12 +60,13 @@ func gen(b *bytes.Buffer) {
 	for j := range 8 {
 		p("\tVMOVDQU Y%d, %d(AX)", j, 32*j)
 	}
-	lanes := []string{"(SI)", "(SI)(BX*1)", "(R10)", "(R8)", "(SI)(BX*4)", "(R8)(BX*2)", "(R10)(BX*4)", "(R8)(BX*4)"}
 	for half := range 2 {
 		// Words 8*half..8*half+7 of every lane into W[8*half+j] = Y(16+8*half+j).
 		w := 16 + 8*half
-		for i, l := range lanes {
-			p("\tVMOVDQU %d%s, Y%d", 32*half, l, 8+i)
+		for i := range 8 {
+			r := []string{"SI", "R8", "R9", "R10"}[i%4]
+			p("\tMOVQ %d(BX), %s", 8*i, r)
+			p("\tVMOVDQU %d(%s)(DI*1), Y%d", 32*half, r, 8+i)
 		}
 		// t: unpack pairs of lanes (into the W registers, free until now).
 		for i := 0; i < 8; i += 2 {
@@ -108,9 +107,7 @@ func gen(b *bytes.Buffer) {
 	for j := range 8 {
 		p("\tVPADDD %d(AX), Y%d, Y%d", 32*j, j, j)
 	}
-	p("\tADDQ $64, SI")
-	p("\tADDQ $64, R10")
-	p("\tADDQ $64, R8")
+	p("\tADDQ $64, DI")
 	p("\tDECQ CX")
 	p("\tJNZ loop")
 	for j := range 8 {
