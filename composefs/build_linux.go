@@ -769,24 +769,11 @@ func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
 			return err
 		}
 	}
-	p, err := b.ref(t.rel)
+	f, err := b.openTask(t)
 	if err != nil {
 		return err
 	}
-	fd, err := unix.Openat(p.dirfd, p.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	p.close()
-	if err != nil {
-		return pathErr("open", p, err)
-	}
-	f := os.NewFile(uintptr(fd), p.abs())
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return pathErr("fstat", p, err)
-	}
-	if st.Dev != t.key.dev || st.Ino != t.key.ino {
-		return fmt.Errorf("%s: %w (replaced by another file)", p.abs(), ErrSourceChanged)
-	}
 	h.Reset()
 	var total int64
 	if t.sparse {
@@ -800,31 +787,69 @@ func (b *builder) hashFile(t fileTask, h *fsverity.Hasher, buf []byte) error {
 		return err
 	}
 	if total != t.key.size {
-		return fmt.Errorf("%s: %w (read %d bytes, lstat said %d)", p.abs(), ErrSourceChanged, total, t.key.size)
+		return shortRead(f, total, t.key.size)
 	}
-	d := h.Digest()
+	return b.finishFile(t, f, h.Digest())
+}
+
+// openTask opens t's file for reading and checks that it is the file the
+// walk saw.
+func (b *builder) openTask(t fileTask) (*os.File, error) {
+	p, err := b.ref(t.rel)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Openat(p.dirfd, p.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	p.close()
+	if err != nil {
+		return nil, pathErr("open", p, err)
+	}
+	f := os.NewFile(uintptr(fd), p.abs())
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, pathErr("fstat", p, err)
+	}
+	if st.Dev != t.key.dev || st.Ino != t.key.ino {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w (replaced by another file)", f.Name(), ErrSourceChanged)
+	}
+	return f, nil
+}
+
+func shortRead(f *os.File, read, size int64) error {
+	return fmt.Errorf("%s: %w (read %d bytes, lstat said %d)", f.Name(), ErrSourceChanged, read, size)
+}
+
+// finishFile records d as the digest of t's file f (all t.key.size bytes
+// of it hashed): it copies the file into the store if there is one and
+// this build has not yet, checks that the file did not change meanwhile,
+// and fills in the node and the cache.
+func (b *builder) finishFile(t fileTask, f *os.File, d fsverity.Digest) error {
 	written := false
 	if b.batch != nil {
 		if b.firstInsert(d) {
 			b.objects.Add(1)
-			written, err = b.batch.InsertFile(b.ctx, f, total, d)
+			var err error
+			written, err = b.batch.InsertFile(b.ctx, f, t.key.size, d)
 			if err != nil {
-				return fmt.Errorf("store %s: %w", p.abs(), err)
+				return fmt.Errorf("store %s: %w", f.Name(), err)
 			}
 			if written {
 				b.objWritten.Add(1)
 			}
 		}
 	}
-	if err := unix.Fstat(fd, &st); err != nil {
-		return pathErr("fstat", p, err)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return &fs.PathError{Op: "fstat", Path: f.Name(), Err: err}
 	}
 	if keyOf(&st) != t.key {
 		if written {
 			// The queued copy may not match d: drop it.
 			b.batch.Discard(d)
 		}
-		return fmt.Errorf("%s: %w", p.abs(), ErrSourceChanged)
+		return fmt.Errorf("%s: %w", f.Name(), ErrSourceChanged)
 	}
 	t.node.Digest = &d
 	t.node.Payload = objectPath(&d)

@@ -55,25 +55,32 @@ var leafPad = func() (p [64]byte) {
 	return p
 }()
 
-// SumLeaves sets out[i] to the SHA-256 of leaves[i], for every i: the hash
-// a Merkle leaf contributes to the tree (see Hasher.AddLeafHash). Every
-// leaf must be BlockSize bytes; a file's last, partial leaf is its data
-// followed by zeros.
-func SumLeaves(out *[LeafLanes][32]byte, leaves *[LeafLanes][]byte) {
-	for _, l := range leaves {
+// SumLeaves sets out[i] to the SHA-256 of leaves[i] for i < n (n at most
+// LeafLanes): the hash a Merkle leaf contributes to the tree (see
+// Hasher.AddLeafHash). Those leaves must be BlockSize bytes; a file's last,
+// partial leaf is its data followed by zeros. The others are ignored. A
+// few leaves are hashed one by one, where that is cheaper than a pass of
+// the lanes.
+func SumLeaves(out *[LeafLanes][32]byte, leaves *[LeafLanes][]byte, n int) {
+	for _, l := range leaves[:n] {
 		if len(l) != BlockSize {
 			panic("fsverity: SumLeaves with a leaf that is not BlockSize bytes")
 		}
 	}
-	if !haveLanes {
-		for i, l := range leaves {
+	// One pass of the lanes costs about as much as hashing three or four
+	// leaves one at a time with the SHA extensions.
+	if !haveLanes || n < LeafLanes/2 {
+		for i, l := range leaves[:n] {
 			out[i] = sha256.Sum256(l)
 		}
 		return
 	}
 	var msgs [LeafLanes]*byte
-	for i, l := range leaves {
-		msgs[i] = &l[0]
+	for i := range msgs {
+		msgs[i] = &zeroBlock[0] // unused lanes: any readable block
+		if i < n {
+			msgs[i] = &leaves[i][0]
+		}
 	}
 	sumLanes(out, &msgs)
 }

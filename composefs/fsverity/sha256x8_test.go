@@ -66,8 +66,9 @@ func TestSumLeaves8(t *testing.T) {
 			leaves[3] = leaves[0]
 		}
 		var got [LeafLanes][32]byte
-		SumLeaves(&got, &leaves)
-		for i := range got {
+		n := LeafLanes - round%3 // some runs leave lanes unused
+		SumLeaves(&got, &leaves, n)
+		for i := range n {
 			if want := sha256.Sum256(leaves[i]); got[i] != want {
 				t.Fatalf("round %d lane %d: %x, want %x", round, i, got[i], want)
 			}
@@ -196,7 +197,7 @@ func TestAddLeafHash(t *testing.T) {
 			leaves[l] = spare
 		}
 		var sums [LeafLanes][32]byte
-		SumLeaves(&sums, &leaves)
+		SumLeaves(&sums, &leaves, LeafLanes)
 		for l := range lanes {
 			i := owner[l]
 			n := min(BlockSize, len(inputs[i])-offs[i])
