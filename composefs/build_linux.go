@@ -194,10 +194,14 @@ func (b *builder) run() (*Node, error) {
 	case b.opts.Store != nil:
 		b.batch, b.ownBatch = b.opts.Store.Batch(), true
 	}
+	hasher := b.hasher
+	if hasherKind == "lanes" || hasherKind == "" && fsverity.FastLeaves() {
+		hasher = b.laneHasher
+	}
 	var wg sync.WaitGroup
 	for range threads {
 		wg.Go(b.walker)
-		wg.Go(b.hasher)
+		wg.Go(hasher)
 	}
 	b.walkPending.Store(1)
 	b.walkQ.push(walkTask{node: root})

@@ -35,6 +35,20 @@ func (q *workQueue[T]) pop() (T, bool) {
 	for q.head == len(q.items) && !q.closed {
 		q.cond.Wait()
 	}
+	return q.take()
+}
+
+// tryPop is pop without waiting: ok is false if no task is queued now;
+// done reports that the queue is closed and empty.
+func (q *workQueue[T]) tryPop() (t T, ok, done bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t, ok = q.take()
+	return t, ok, !ok && q.closed
+}
+
+// take removes the next task, if any. The caller holds q.mu.
+func (q *workQueue[T]) take() (T, bool) {
 	var zero T
 	if q.head == len(q.items) {
 		return zero, false
@@ -67,3 +81,4 @@ func (q *workQueue[T]) close() {
 	q.mu.Unlock()
 	q.cond.Broadcast()
 }
+
