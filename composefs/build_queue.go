@@ -81,4 +81,3 @@ func (q *workQueue[T]) close() {
 	q.mu.Unlock()
 	q.cond.Broadcast()
 }
-
