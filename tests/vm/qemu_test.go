@@ -148,6 +148,20 @@ func earlyPanic(log string) bool {
 
 var panicRE = regexp.MustCompile(`Kernel panic`)
 
+// midLineKmsg is a kernel message the serial console printed in the
+// middle of another line (a process's output, or a journal line), up to
+// and including its own newline.
+var midLineKmsg = regexp.MustCompile(`([^\n])\[ *\d+\.\d+\] [^\n]*\n`)
+
+// untangle removes kernel messages printed in the middle of other lines,
+// so that the interrupted line reads whole again: the console had written
+// `digest=c5106b30…486[   20.367413] fs-verity: sha256 using …` and the
+// rest of the digest on the next line. The serial log file keeps the raw
+// output.
+func untangle(log string) string {
+	return midLineKmsg.ReplaceAllString(log, "$1")
+}
+
 func bootOnce(t *testing.T, m machine) *bootResult {
 	t.Helper()
 	if m.timeout == 0 {
@@ -268,7 +282,7 @@ func bootOnce(t *testing.T, m machine) *bootResult {
 		<-waited
 	}
 	bufMu.Lock()
-	res.log = buf.String()
+	res.log = untangle(buf.String())
 	bufMu.Unlock()
 	if stderr.Len() > 0 {
 		fmt.Fprintf(logFile, "\n# qemu stderr:\n%s", stderr.String())
@@ -451,4 +465,13 @@ func copyDir(src, dst string) error {
 		return fmt.Errorf("cp -a %s %s: %w: %s", src, dst, err, out)
 	}
 	return nil
+}
+
+func TestUntangle(t *testing.T) {
+	raw := "[   20.414953] cfs-initramfs[289]: msg=x digest=c5106b30348fac486[   20.367413] fs-verity: sha256 using implementation \"sha256-avx2\"\n" +
+		"a791d6 rollback-index=1\n[   20.929022] erofs: mounted\n"
+	want := "[   20.414953] cfs-initramfs[289]: msg=x digest=c5106b30348fac486a791d6 rollback-index=1\n[   20.929022] erofs: mounted\n"
+	if got := untangle(raw); got != want {
+		t.Fatalf("untangle:\n%q\nwant\n%q", got, want)
+	}
 }
