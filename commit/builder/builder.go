@@ -5,6 +5,7 @@
 package builder
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -479,14 +480,33 @@ func storeDumpAndImage(ctx context.Context, r *repo.Repo, batch *objstore.Batch,
 	return dumpDigest, dumpSize, img, nil
 }
 
-// storeDump queues the tree's dump as an object of the batch.
+// storeDump queues the tree's dump as an object of the batch. The dump is
+// hashed first, without storing it: when the store has it already (a tree
+// built before), nothing is written (as Batch.Insert, the store is
+// trusted for content). Otherwise it is written a second time into the
+// store, and must hash the same.
 func storeDump(ctx context.Context, batch *objstore.Batch, root *composefs.Node) (fsverity.Digest, int64, error) {
+	h := fsverity.NewHasher(fsverity.SHA256)
+	w := bufio.NewWriterSize(h, 32*fsverity.BlockSize) // whole leaves per write
+	if err := dump.Write(w, root); err != nil {
+		return fsverity.Digest{}, 0, fmt.Errorf("store dump: %w", err)
+	}
+	if err := w.Flush(); err != nil {
+		return fsverity.Digest{}, 0, fmt.Errorf("store dump: %w", err)
+	}
+	want, size := h.Digest(), int64(h.Size())
+	if has, err := batch.Has(ctx, want); err != nil || has {
+		return want, size, err
+	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(dump.Write(pw, root)) }()
 	d, n, err := batch.Insert(ctx, pr)
 	pr.CloseWithError(err)
 	if err != nil {
 		return d, n, fmt.Errorf("store dump: %w", err)
+	}
+	if d != want || n != size {
+		return d, n, fmt.Errorf("store dump: written as %s (%d bytes), hashed as %s (%d bytes)", d, n, want, size)
 	}
 	return d, n, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -118,6 +119,7 @@ type buildOptions struct {
 	rollbackIndex      int64
 	threads            int
 	noCache, jsonOut   bool
+	verbose            bool
 	opts               builder.Options
 }
 
@@ -150,6 +152,7 @@ func newBuildCmd() *cobra.Command {
 	f.IntVar(&o.threads, "threads", 0, "threads hashing and copying files (default: all CPUs)")
 	f.BoolVar(&o.noCache, "no-cache", false, "re-read every file instead of trusting the build cache")
 	f.BoolVar(&o.jsonOut, "json", false, "print the result as JSON")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "log the time of each phase on stderr")
 	return cmd
 }
 
@@ -214,10 +217,19 @@ func (o *buildOptions) run(ctx context.Context, cmd *cobra.Command, source strin
 			src.Tar = f
 		}
 	}
+	var log *slog.Logger
+	if o.verbose {
+		log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+		o.opts.Logger = log
+	}
 	var cache *builder.FileCache
 	if !o.noCache && src.Dir != "" {
+		t := time.Now()
 		cache = builder.OpenFileCache(filepath.Join(r.Path(), repo.CacheDir, "digests"))
 		o.opts.Cache = cache
+		if log != nil {
+			log.Debug("build cache opened", "time", time.Since(t))
+		}
 	}
 	bar := progress.New(os.Stderr, "building "+o.ref)
 	if bar != nil {
@@ -235,8 +247,11 @@ func (o *buildOptions) run(ctx context.Context, cmd *cobra.Command, source strin
 		return err
 	}
 	if cache != nil {
+		t := time.Now()
 		if err := cache.Save(); err != nil {
 			fmt.Fprintf(cmd.ErrOrStderr(), "cfs-commit: warning: build cache not saved: %v\n", err)
+		} else if log != nil {
+			log.Debug("build cache saved", "time", time.Since(t))
 		}
 	}
 	if o.jsonOut {
