@@ -36,7 +36,8 @@ type lane struct {
 	busy bool
 }
 
-// laneHasher is hasher for fsverity.LeafLanes files at a time.
+// laneHasher does the work of hasher for fsverity.LeafLanes files at a
+// time, until the file queue is closed and drained.
 func (b *builder) laneHasher() {
 	var lanes [fsverity.LeafLanes]lane
 	mem := make([]byte, len(lanes)*laneChunk)
