@@ -268,12 +268,3 @@ func TestBuildCacheRacyWindow(t *testing.T) {
 		}
 	}
 }
-
-func TestObjectPath(t *testing.T) {
-	for i := range 20 {
-		d := fsverity.DigestBytes(randBytes(uint64(i), 100))
-		if got, want := objectPath(&d), d.ObjectPath(); got != want {
-			t.Fatalf("objectPath = %q, want %q", got, want)
-		}
-	}
-}

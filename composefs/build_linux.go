@@ -2,7 +2,6 @@ package composefs
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -856,7 +855,7 @@ func (b *builder) finishFile(t fileTask, f *os.File, d fsverity.Digest) error {
 		return fmt.Errorf("%s: %w", f.Name(), ErrSourceChanged)
 	}
 	t.node.Digest = &d
-	t.node.Payload = objectPath(&d)
+	t.node.Payload = d.ObjectPath()
 	b.files.Add(1)
 	switch {
 	case !b.cacheable(t.key):
@@ -879,19 +878,10 @@ func (b *builder) cachedPresent(t fileTask) (bool, error) {
 			return false, err
 		}
 	}
-	t.node.Payload = objectPath(&d)
+	t.node.Payload = d.ObjectPath()
 	b.files.Add(1)
 	b.bytes.Add(t.key.size)
 	return true, nil
-}
-
-// objectPath is d.ObjectPath() with one allocation instead of three.
-func objectPath(d *fsverity.Digest) string {
-	var buf [2*len(d) + 1]byte
-	hex.Encode(buf[:2], d[:1])
-	buf[2] = '/'
-	hex.Encode(buf[3:], d[1:])
-	return string(buf[:])
 }
 
 // racyWindow is how long before the start of a build a file must have
@@ -929,25 +919,20 @@ func (k statKey) fileKey() FileKey {
 }
 
 // fromCache uses a cached digest for an unchanged file, without reading
-// it, if its object is in the store (or there is no store).
+// it, if its object is in the store or queued by this build (or there is
+// no store). (Cache hits are not counted in b.objects, the objects handed
+// to the store.)
 func (b *builder) fromCache(t fileTask) (bool, error) {
 	d, ok := b.opts.Cache.Lookup(t.key.fileKey())
 	if !ok {
 		return false, nil
 	}
-	if b.batch != nil {
-		// Present or queued by this build. (Cache hits are not counted
-		// in b.objects, the objects handed to the store.)
-		has, err := b.batch.Has(b.ctx, d)
-		if err != nil || !has {
-			return false, err
-		}
-	}
 	t.node.Digest = &d
-	t.node.Payload = objectPath(&d)
-	b.files.Add(1)
-	b.bytes.Add(t.key.size)
-	return true, nil
+	ok, err := b.cachedPresent(t)
+	if !ok {
+		t.node.Digest = nil
+	}
+	return ok, err
 }
 
 // zeroChunk supplies the zeros of holes to the hasher. Never written.

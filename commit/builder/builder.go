@@ -438,7 +438,7 @@ func storeDumpAndImage(ctx context.Context, r *repo.Repo, batch *objstore.Batch,
 	if memo != nil && memo.rememberedImages() {
 		// The dump first: it tells whether the image is needed.
 		var err error
-		if dumpDigest, dumpSize, err = storeDump(ctx, batch, root); err != nil {
+		if dumpDigest, dumpSize, err = storeDump(ctx, batch, root, true); err != nil {
 			return dumpDigest, dumpSize, img, err
 		}
 		if img, known = memo.image(dumpDigest); known {
@@ -455,7 +455,7 @@ func storeDumpAndImage(ctx context.Context, r *repo.Repo, batch *objstore.Batch,
 		// Independent: write them at once.
 		var wg sync.WaitGroup
 		var dumpErr, imgErr error
-		wg.Go(func() { dumpDigest, dumpSize, dumpErr = storeDump(ctx, batch, root) })
+		wg.Go(func() { dumpDigest, dumpSize, dumpErr = storeDump(ctx, batch, root, false) })
 		wg.Go(func() { imgDigest, imgSize, imgErr = storeImage(ctx, batch, root) })
 		wg.Wait()
 		if err := errors.Join(dumpErr, imgErr); err != nil {
@@ -480,12 +480,16 @@ func storeDumpAndImage(ctx context.Context, r *repo.Repo, batch *objstore.Batch,
 	return dumpDigest, dumpSize, img, nil
 }
 
-// storeDump queues the tree's dump as an object of the batch. The dump is
-// hashed first, without storing it: when the store has it already (a tree
-// built before), nothing is written (as Batch.Insert, the store is
-// trusted for content). Otherwise it is written a second time into the
-// store, and must hash the same.
-func storeDump(ctx context.Context, batch *objstore.Batch, root *composefs.Node) (fsverity.Digest, int64, error) {
+// storeDump queues the tree's dump as an object of the batch. With probe
+// (a rebuild with a cache, where the dump is likely stored already) the
+// dump is hashed first, without storing it: when the store has it,
+// nothing is written (as Batch.Insert, the store is trusted for content);
+// otherwise it is formatted a second time into the store and must hash
+// the same.
+func storeDump(ctx context.Context, batch *objstore.Batch, root *composefs.Node, probe bool) (fsverity.Digest, int64, error) {
+	if !probe {
+		return insertDump(ctx, batch, root)
+	}
 	h := fsverity.NewHasher(fsverity.SHA256)
 	w := bufio.NewWriterSize(h, 32*fsverity.BlockSize) // whole leaves per write
 	if err := dump.Write(w, root); err != nil {
@@ -498,15 +502,21 @@ func storeDump(ctx context.Context, batch *objstore.Batch, root *composefs.Node)
 	if has, err := batch.Has(ctx, want); err != nil || has {
 		return want, size, err
 	}
+	d, n, err := insertDump(ctx, batch, root)
+	if err == nil && (d != want || n != size) {
+		err = fmt.Errorf("store dump: written as %s (%d bytes), hashed as %s (%d bytes)", d, n, want, size)
+	}
+	return d, n, err
+}
+
+// insertDump formats the tree's dump straight into the batch.
+func insertDump(ctx context.Context, batch *objstore.Batch, root *composefs.Node) (fsverity.Digest, int64, error) {
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(dump.Write(pw, root)) }()
 	d, n, err := batch.Insert(ctx, pr)
 	pr.CloseWithError(err)
 	if err != nil {
 		return d, n, fmt.Errorf("store dump: %w", err)
-	}
-	if d != want || n != size {
-		return d, n, fmt.Errorf("store dump: written as %s (%d bytes), hashed as %s (%d bytes)", d, n, want, size)
 	}
 	return d, n, nil
 }

@@ -1,5 +1,6 @@
 // Package fsverity computes fs-verity file digests (SHA-256 and SHA-512,
-// 4096-byte Merkle blocks, no salt) in pure Go, and wraps the kernel's
+// 4096-byte Merkle blocks, no salt) in Go (leaves eight at a time in
+// AVX-512 vector lanes where the CPU has them), and wraps the kernel's
 // FS_IOC_ENABLE_VERITY / FS_IOC_MEASURE_VERITY calls.
 package fsverity
 
@@ -27,8 +28,11 @@ func (d Digest) IsZero() bool { return d == Digest{} }
 // ObjectPath returns the object store path of the digest relative to the
 // store: the first two hex characters, a slash, the remaining 62.
 func (d Digest) ObjectPath() string {
-	s := d.String()
-	return s[:2] + "/" + s[2:]
+	var buf [2*len(d) + 1]byte // one allocation: builds call it per file
+	hex.Encode(buf[:2], d[:1])
+	buf[2] = '/'
+	hex.Encode(buf[3:], d[1:])
+	return string(buf[:])
 }
 
 // MarshalText implements encoding.TextMarshaler (hex).

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/cfs-dev/cfs/commit/sign"
@@ -105,4 +106,9 @@ func openInput(cmd *cobra.Command, name string) (io.ReadCloser, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// debugLogger logs every level on the command's stderr (--verbose).
+func debugLogger(cmd *cobra.Command) *slog.Logger {
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

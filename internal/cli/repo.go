@@ -219,7 +219,7 @@ func (o *buildOptions) run(ctx context.Context, cmd *cobra.Command, source strin
 	}
 	var log *slog.Logger
 	if o.verbose {
-		log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+		log = debugLogger(cmd)
 		o.opts.Logger = log
 	}
 	var cache *builder.FileCache

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -49,7 +48,7 @@ func newFsckCmd() *cobra.Command {
 				return err
 			}
 			if o.verbose {
-				o.opts.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+				o.opts.Logger = debugLogger(cmd)
 			}
 			rep, err := r.Fsck(cmd.Context(), o.opts)
 			if err != nil {
