@@ -94,6 +94,10 @@ type CachedFile struct {
 	Content []byte
 	// Xattrs are all of the file's extended attributes, sorted by name.
 	Xattrs []Xattr
+	// Present, from LookupFile, vouches that the object of Digest is in
+	// the object store the build writes to, so the builder need not look
+	// for it. A cache may only say so when it knows that store.
+	Present bool
 }
 
 // BuildProgress is a snapshot of a running BuildFromDir.

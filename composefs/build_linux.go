@@ -549,7 +549,7 @@ func (b *builder) regularFromCache(n *Node, p pathRef, dirRel string, st *unix.S
 		d := cf.Digest
 		n.Digest = &d
 		t := fileTask{node: n, key: key, sparse: isSparse(st)}
-		if ok, err := b.cachedPresent(t); ok || err != nil {
+		if ok, err := b.cachedPresent(t, cf.Present); ok || err != nil {
 			return true, err
 		}
 		n.Digest = nil
@@ -868,11 +868,11 @@ func (b *builder) finishFile(t fileTask, f *os.File, d fsverity.Digest) error {
 }
 
 // cachedPresent finishes a file whose digest the entry cache gave (in
-// t.node.Digest) if its object is in the store or queued by this build
-// (or there is no store).
-func (b *builder) cachedPresent(t fileTask) (bool, error) {
+// t.node.Digest) if its object is in the store (vouched for by the cache,
+// or found there) or queued by this build (or there is no store).
+func (b *builder) cachedPresent(t fileTask, vouched bool) (bool, error) {
 	d := *t.node.Digest
-	if b.batch != nil {
+	if b.batch != nil && !vouched {
 		has, err := b.batch.Has(b.ctx, d)
 		if err != nil || !has {
 			return false, err
@@ -928,7 +928,7 @@ func (b *builder) fromCache(t fileTask) (bool, error) {
 		return false, nil
 	}
 	t.node.Digest = &d
-	ok, err := b.cachedPresent(t)
+	ok, err := b.cachedPresent(t, false)
 	if !ok {
 		t.node.Digest = nil
 	}

@@ -128,8 +128,12 @@ func Build(ctx context.Context, r *repo.Repo, src Source, opts Options) (*Result
 	// checks come from listings of the store.
 	batch := r.Objects.Batch()
 	defer batch.Abort() // after Flush: nothing left to drop
-	if c, ok := opts.Cache.(*FileCache); ok {
-		batch.ExpectLookups(c.count()) // about as many files as last time
+	fc, _ := opts.Cache.(*FileCache)
+	if fc != nil {
+		batch.ExpectLookups(fc.count()) // about as many files as last time
+		if err := fc.useStore(ctx, r.Objects); err != nil {
+			return nil, err
+		}
 	}
 	root, err := buildTree(ctx, r, batch, src, opts)
 	if err != nil {
@@ -169,6 +173,22 @@ func Build(ctx context.Context, r *repo.Repo, src Source, opts Options) (*Result
 	flushDone := time.Now()
 	log.Debug("tree stored", "objects", stats.Count, "image", img.Digest, "dump", dumpDigest,
 		"tree_time", treeDone.Sub(start), "store_time", flushDone.Sub(treeDone))
+	if fc != nil {
+		// Every object of the commit is in the store now: the cache
+		// takes the stamps that vouch for them next time, beside the
+		// writing of the commit.
+		sealed := make(chan struct{})
+		defer func() { <-sealed }()
+		go func() {
+			defer close(sealed)
+			t := time.Now()
+			if err := fc.seal(ctx, r.Objects); err != nil {
+				log.Debug("build cache not sealed: the next build looks for its objects", "err", err)
+				return
+			}
+			log.Debug("build cache sealed", "vouched", fc.Vouched(), "time", time.Since(t))
+		}()
+	}
 
 	// From here on: one writer per ref.
 	lock, err := r.LockRef(ctx, opts.Ref)

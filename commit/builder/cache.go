@@ -3,11 +3,14 @@ package builder
 import (
 	"bufio"
 	"bytes"
+	"cmp"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,6 +18,7 @@ import (
 	"github.com/cfs-dev/cfs/commit"
 	"github.com/cfs-dev/cfs/composefs"
 	"github.com/cfs-dev/cfs/composefs/fsverity"
+	"github.com/cfs-dev/cfs/composefs/objstore"
 	"github.com/cfs-dev/cfs/internal/atomicfile"
 )
 
@@ -31,7 +35,18 @@ import (
 // opening the cache of a large tree costs one read and no index; then the
 // digests of the last images written (image = f(dump, writer)), valid
 // only for the executable that wrote them, identified by its inode and
-// times.
+// times; then the stamps of the object store's fan-out directories
+// (objstore.Stamps) under which every object the records name was seen
+// in the store.
+//
+// Those stamps spare an unchanged rebuild from looking for its objects:
+// a build that used the store (Build calls useStore) gets Present on
+// every digest entry whose fan-out directory still has its stamp, since
+// nothing was removed from it since. A directory with a new stamp (an
+// object added or removed) is looked at as usual. At the end of a
+// successful build, seal takes new settled stamps and checks the objects
+// of the directories that changed, so the saved stamps vouch for every
+// saved record.
 type FileCache struct {
 	path string
 	sets [][]composefs.Xattr // xattr sets of the file loaded
@@ -48,6 +63,11 @@ type FileCache struct {
 	imagesMu sync.Mutex
 	images   []imageMemo
 	newImage *imageMemo
+
+	stamps  *objstore.Stamps // loaded with the file (nil: none)
+	trusted [256]bool        // fan-out directories whose stamp held at useStore
+	sealed  *objstore.Stamps // taken by seal for Save
+	vouched atomic.Int64     // lookups answered with Present
 }
 
 // imageMemo is one remembered image.
@@ -70,7 +90,7 @@ type cacheEntry struct {
 	known  bool // xattrs known (AddFile), else a digest only (Add)
 }
 
-var cacheMagic = []byte("cfs-file-cache-2\n")
+var cacheMagic = []byte("cfs-file-cache-3\n")
 
 // A record: the key, as the seven fields (dev, ino, size, mtime sec, nsec,
 // ctime sec, nsec) in big-endian uint64 so that records sort bytewise; the
@@ -96,19 +116,19 @@ const (
 func OpenFileCache(path string) *FileCache {
 	c := &FileCache{path: path}
 	if b, err := os.ReadFile(path); err == nil {
-		if sets, recs, images, err := parseCache(b, executableID()); err == nil {
-			c.sets, c.recs, c.images = sets, recs, images
+		if sets, recs, images, stamps, err := parseCache(b, executableID()); err == nil {
+			c.sets, c.recs, c.images, c.stamps = sets, recs, images, stamps
 			c.used = make([]atomic.Uint32, (c.count()+31)/32)
 		}
 	}
 	return c
 }
 
-// parseCache checks a cache file and returns its xattr sets, records and
-// the images remembered for the writer exe.
-func parseCache(b []byte, exe string) ([][]composefs.Xattr, []byte, []imageMemo, error) {
+// parseCache checks a cache file and returns its xattr sets, records,
+// the images remembered for the writer exe and the store's stamps.
+func parseCache(b []byte, exe string) (sets [][]composefs.Xattr, recs []byte, images []imageMemo, stamps *objstore.Stamps, err error) {
 	if !bytes.HasPrefix(b, cacheMagic) {
-		return nil, nil, nil, errors.New("not a file cache")
+		return nil, nil, nil, nil, errors.New("not a file cache")
 	}
 	b = b[len(cacheMagic):]
 	bad := errors.New("damaged file cache")
@@ -129,15 +149,20 @@ func parseCache(b []byte, exe string) ([][]composefs.Xattr, []byte, []imageMemo,
 		b = b[n:]
 		return s, true
 	}
+	u64 := func() int64 {
+		v := int64(binary.LittleEndian.Uint64(b))
+		b = b[8:]
+		return v
+	}
 	nsets, ok := u32()
 	if !ok || uint64(nsets) > uint64(len(b))/4 {
-		return nil, nil, nil, bad
+		return nil, nil, nil, nil, bad
 	}
-	sets := make([][]composefs.Xattr, nsets)
+	sets = make([][]composefs.Xattr, nsets)
 	for i := range sets {
 		nx, ok := u32()
 		if !ok || uint64(nx) > uint64(len(b))/8 {
-			return nil, nil, nil, bad
+			return nil, nil, nil, nil, bad
 		}
 		set := make([]composefs.Xattr, nx)
 		for j := range set {
@@ -145,29 +170,28 @@ func parseCache(b []byte, exe string) ([][]composefs.Xattr, []byte, []imageMemo,
 			set[j].Name, ok1 = str()
 			set[j].Value, ok2 = str()
 			if !ok1 || !ok2 {
-				return nil, nil, nil, bad
+				return nil, nil, nil, nil, bad
 			}
 		}
 		sets[i] = set
 	}
 	if len(b) < 8 {
-		return nil, nil, nil, bad
+		return nil, nil, nil, nil, bad
 	}
 	n := binary.LittleEndian.Uint64(b)
 	b = b[8:]
 	if n > 1<<28 || uint64(len(b)) < n*recSize {
-		return nil, nil, nil, bad
+		return nil, nil, nil, nil, bad
 	}
-	recs := b[: n*recSize : n*recSize]
+	recs = b[: n*recSize : n*recSize]
 	b = b[n*recSize:]
 	// The records are checked as they are used (a record out of order
 	// can only be missed by the search, never found for a wrong key).
 	writer, ok := str()
 	nimg, ok2 := u32()
-	if !ok || !ok2 || nimg > maxImages || uint64(len(b)) != uint64(nimg)*imageMemoSize {
-		return nil, nil, nil, bad
+	if !ok || !ok2 || nimg > maxImages || uint64(len(b)) < uint64(nimg)*imageMemoSize {
+		return nil, nil, nil, nil, bad
 	}
-	var images []imageMemo
 	for range nimg {
 		var m imageMemo
 		copy(m.dump[:], b)
@@ -181,8 +205,21 @@ func parseCache(b []byte, exe string) ([][]composefs.Xattr, []byte, []imageMemo,
 	if writer == "" || writer != exe {
 		images = nil // written by another executable: worthless
 	}
-	return sets, recs, images, nil
+	nstamps, ok := u32()
+	if !ok || nstamps != 0 && nstamps != 256 || uint64(len(b)) != uint64(nstamps)*stampSize {
+		return nil, nil, nil, nil, bad
+	}
+	if nstamps == 256 {
+		stamps = new(objstore.Stamps)
+		for i := range stamps {
+			stamps[i] = objstore.DirStamp{Dev: uint64(u64()), Ino: uint64(u64()), Size: u64(), Mtime: u64(), Ctime: u64()}
+		}
+	}
+	return sets, recs, images, stamps, nil
 }
+
+// stampSize is the size of a fan-out directory's stamp in the file.
+const stampSize = 5 * 8
 
 func (c *FileCache) count() int { return len(c.recs) / recSize }
 
@@ -276,7 +313,12 @@ func (c *FileCache) LookupFile(k composefs.FileKey) (composefs.CachedFile, bool)
 	}
 	c.markUsed(i)
 	c.hits.Add(1)
-	return entryOf(c.rec(i), xs), true
+	f := entryOf(c.rec(i), xs)
+	if r := c.rec(i); r[recKindOff] == kindDigest && c.trusted[r[recDataOff]] {
+		f.Present = true
+		c.vouched.Add(1)
+	}
+	return f, true
 }
 
 // Add implements composefs.DigestCache.
@@ -353,7 +395,15 @@ func (c *FileCache) Save() error {
 	}
 	imagesSame := slices.Equal(images, c.images)
 	c.imagesMu.Unlock()
-	if keep == n && len(c.added) == 0 && c.recs != nil && imagesSame {
+	// The stamps vouch for the records saved: the sealed ones, or
+	// those loaded if no record was added (a subset of the records
+	// they vouched for).
+	stamps := c.sealed
+	if stamps == nil && len(c.added) == 0 {
+		stamps = c.stamps
+	}
+	stampsSame := stamps == c.stamps || stamps != nil && c.stamps != nil && *stamps == *c.stamps
+	if keep == n && len(c.added) == 0 && c.recs != nil && imagesSame && stampsSame {
 		return nil
 	}
 	// The entries used from the file, then those added (which replace
@@ -450,6 +500,16 @@ func (c *FileCache) Save() error {
 		buf = binary.LittleEndian.AppendUint64(buf, uint64(m.image.Size))
 		buf = binary.LittleEndian.AppendUint32(buf, uint32(m.image.FormatVersion))
 	}
+	if stamps == nil {
+		buf = binary.LittleEndian.AppendUint32(buf, 0)
+	} else {
+		buf = binary.LittleEndian.AppendUint32(buf, 256)
+		for _, st := range stamps {
+			for _, v := range []uint64{st.Dev, st.Ino, uint64(st.Size), uint64(st.Mtime), uint64(st.Ctime)} {
+				buf = binary.LittleEndian.AppendUint64(buf, v)
+			}
+		}
+	}
 	w.Write(buf)
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write file cache: %w", err)
@@ -482,4 +542,91 @@ func (c *FileCache) setImage(dump fsverity.Digest, img commit.Image) {
 	c.imagesMu.Lock()
 	defer c.imagesMu.Unlock()
 	c.newImage = &imageMemo{dump: dump, image: img}
+}
+
+// Vouched returns how many lookups were answered with Present.
+func (c *FileCache) Vouched() int64 { return c.vouched.Load() }
+
+// useStore prepares lookups for a build into store s: the fan-out
+// directories whose stamps are those loaded are trusted. Call it before
+// any lookup, under a lock that keeps objects from being removed
+// during the build (the repository's GC lock).
+func (c *FileCache) useStore(ctx context.Context, s *objstore.Store) error {
+	c.trusted = [256]bool{}
+	if c.stamps == nil {
+		return nil
+	}
+	cur, err := s.CurrentStamps(ctx)
+	if err != nil {
+		return err
+	}
+	for i := range cur {
+		c.trusted[i] = c.stamps[i].Same(cur[i])
+	}
+	return nil
+}
+
+// seal takes the stamps Save records, once the build's objects are all
+// in the store s and under the same lock as useStore: settled stamps
+// first, then, for every directory whose stamp is not the one loaded, a
+// check that the objects of the records to be saved are there. A
+// directory failing the check gets no stamp (its objects are looked for
+// next time).
+func (c *FileCache) seal(ctx context.Context, s *objstore.Store) error {
+	st, err := s.SettledStamps(ctx)
+	if err != nil {
+		return err
+	}
+	var check [256][]fsverity.Digest
+	need := func(r []byte) {
+		if r[recKindOff] != kindDigest {
+			return
+		}
+		i := r[recDataOff]
+		if st[i].IsZero() || c.stamps != nil && c.stamps[i].Same(st[i]) {
+			return
+		}
+		check[i] = append(check[i], fsverity.Digest(r[recDataOff:recDataOff+32]))
+	}
+	for i := range c.count() {
+		if c.isUsed(i) && c.valid(c.rec(i)) {
+			need(c.rec(i))
+		}
+	}
+	c.mu.Lock()
+	for i := range c.added {
+		need(c.added[i].rec[:])
+	}
+	c.mu.Unlock()
+
+	next := make(chan int, 256)
+	for i := range check {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	var firstErr error
+	var errMu sync.Mutex
+	for range runtime.NumCPU() {
+		wg.Go(func() {
+			for i := range next {
+				err := s.CheckPresent(ctx, byte(i), check[i])
+				if errors.Is(err, objstore.ErrObjectsMissing) {
+					st[i] = objstore.DirStamp{}
+					continue
+				}
+				if err != nil {
+					errMu.Lock()
+					firstErr = cmp.Or(firstErr, err)
+					errMu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	c.sealed = st
+	return nil
 }

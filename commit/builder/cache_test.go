@@ -16,6 +16,7 @@ import (
 	"github.com/cfs-dev/cfs/commit/sign"
 	"github.com/cfs-dev/cfs/composefs"
 	"github.com/cfs-dev/cfs/composefs/fsverity"
+	"github.com/cfs-dev/cfs/composefs/objstore"
 )
 
 // cachedTree writes a small tree (external and inline files, an xattr)
@@ -85,10 +86,17 @@ func TestRebuildRestoresDeletedObjects(t *testing.T) {
 		}
 		return res, c
 	}
-	first, _ := build()
+	first, c := build()
+	if c.Vouched() != 0 || c.sealed == nil {
+		t.Fatalf("first build: %d objects vouched for, sealed %v", c.Vouched(), c.sealed != nil)
+	}
 	second, c := build()
 	if second.ObjectsWritten != 0 || c.Hits() != 22 { // 20 external, small, empty
 		t.Fatalf("unchanged rebuild wrote %d objects, %d cache hits (want 0, 22)", second.ObjectsWritten, c.Hits())
+	}
+	// The stamps saved by the first build vouch for every object.
+	if c.Vouched() != 20 {
+		t.Fatalf("unchanged rebuild: the cache vouched for %d objects, want 20", c.Vouched())
 	}
 	if second.ImageDigest != first.ImageDigest || second.DumpDigest != first.DumpDigest {
 		t.Fatal("unchanged rebuild gave another image or dump")
@@ -103,6 +111,20 @@ func TestRebuildRestoresDeletedObjects(t *testing.T) {
 	third, c := build()
 	if third.ObjectsWritten != 3 || c.Hits() != 22 {
 		t.Fatalf("rebuild after deleting 3 objects wrote %d, with %d cache hits", third.ObjectsWritten, c.Hits())
+	}
+	// Nothing is vouched for in the directories the deletions changed.
+	changed := map[byte]bool{first.DumpDigest[0]: true, first.ImageDigest[0]: true, content[0]: true}
+	untouched := 0
+	for _, d := range objs[2:] {
+		if !changed[d[0]] {
+			untouched++
+		}
+	}
+	if c.Vouched() != int64(untouched) {
+		t.Fatalf("after deletions the cache vouched for %d objects, want %d", c.Vouched(), untouched)
+	}
+	if _, c := build(); c.Vouched() != 20 {
+		t.Fatalf("the build after the repair: %d objects vouched for, want 20", c.Vouched())
 	}
 	if third.ImageDigest != first.ImageDigest || third.DumpDigest != first.DumpDigest {
 		t.Fatal("rebuild gave another image or dump")
@@ -279,7 +301,7 @@ func TestFileCacheEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, images, err := parseCache(b, "exe:another"); err != nil || images != nil {
+	if _, _, images, _, err := parseCache(b, "exe:another"); err != nil || images != nil {
 		t.Fatalf("images of another executable: %v %v", images, err)
 	}
 	// Damaged files: an empty cache.
@@ -291,5 +313,70 @@ func TestFileCacheEntries(t *testing.T) {
 		if _, ok := c.LookupFile(key(100)); ok || c.rememberedImages() {
 			t.Fatalf("damaged cache (%d bytes) answered", len(bad))
 		}
+	}
+}
+
+// TestSealVouchesOnlyForPresentObjects: seal gives a fan-out directory a
+// stamp only if every object the saved records name there is in the
+// store; the stamps survive Save and open, and a lookup is answered with
+// Present only while its directory keeps the stamp.
+func TestSealVouchesOnlyForPresentObjects(t *testing.T) {
+	ctx := context.Background()
+	s, err := objstore.Open(filepath.Join(t.TempDir(), "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	present, _, err := s.Insert(ctx, bytes.NewReader([]byte(big(9000))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	absent := present
+	absent[31] ^= 1 // same directory, no object
+	other, _, err := s.Insert(ctx, bytes.NewReader([]byte(big(9001))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other[0] == present[0] {
+		t.Fatal("the two test objects share a fan-out directory: pick other contents")
+	}
+	p := filepath.Join(t.TempDir(), "digests")
+	c := OpenFileCache(p)
+	key := func(i uint64) composefs.FileKey { return composefs.FileKey{Dev: 1, Ino: i, Size: 9000} }
+	c.AddFile(key(1), composefs.CachedFile{Digest: present})
+	c.AddFile(key(2), composefs.CachedFile{Digest: absent})
+	c.AddFile(key(3), composefs.CachedFile{Digest: other})
+	if err := c.seal(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if !c.sealed[present[0]].IsZero() || c.sealed[other[0]].IsZero() {
+		t.Fatalf("sealed stamps: %02x %v, %02x %v", present[0], c.sealed[present[0]], other[0], c.sealed[other[0]])
+	}
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+
+	c = OpenFileCache(p)
+	if err := c.useStore(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[uint64]bool{1: false, 2: false, 3: true} {
+		f, ok := c.LookupFile(key(k))
+		if !ok || f.Present != want {
+			t.Fatalf("entry %d: found %v, Present %v, want %v", k, ok, f.Present, want)
+		}
+	}
+	// A removal in the vouched directory ends the trust.
+	if err := s.Remove(other); err != nil {
+		t.Fatal(err)
+	}
+	c = OpenFileCache(p)
+	if err := c.useStore(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := c.LookupFile(key(3)); f.Present {
+		t.Fatal("an object removed after the seal is vouched for")
+	}
+	if c.Vouched() != 0 {
+		t.Fatalf("vouched %d", c.Vouched())
 	}
 }

@@ -2,11 +2,13 @@ package dump
 
 import (
 	"bufio"
+	"encoding/hex"
 	"io"
 	"slices"
 	"strconv"
 
 	"github.com/cfs-dev/cfs/composefs"
+	"github.com/cfs-dev/cfs/composefs/fsverity"
 )
 
 // Write prints the tree rooted at root exactly as `composefs-info dump`
@@ -17,21 +19,45 @@ import (
 // every node the tree has (whiteouts included), and xattrs in the order of
 // Node.Xattrs.
 func Write(w io.Writer, root *composefs.Node) error {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	var line []byte
-	err := root.Walk(func(path string, n *composefs.Node) error {
-		line = appendEntry(line[:0], path, n)
-		_, err := bw.Write(line)
-		return err
-	})
-	if err != nil {
+	d := dumper{w: bufio.NewWriterSize(w, 64<<10)}
+	d.path = append(d.path, root.Path()...)
+	if err := d.write(root); err != nil {
 		return err
 	}
-	return bw.Flush()
+	return d.w.Flush()
+}
+
+// dumper walks a tree as Node.Walk does, keeping the path in one buffer.
+type dumper struct {
+	w          *bufio.Writer
+	path, line []byte
+}
+
+func (d *dumper) write(n *composefs.Node) error {
+	d.line = appendEntry(d.line[:0], d.path, n)
+	if _, err := d.w.Write(d.line); err != nil {
+		return err
+	}
+	if !n.IsDir() {
+		return nil
+	}
+	base := len(d.path)
+	if string(d.path) != "/" {
+		d.path = append(d.path, '/')
+	}
+	prefix := len(d.path)
+	for _, c := range n.Children {
+		d.path = append(d.path[:prefix], c.Name...)
+		if err := d.write(c); err != nil {
+			return err
+		}
+	}
+	d.path = d.path[:base]
+	return nil
 }
 
 // appendEntry appends the dump line of n (at path) to dst.
-func appendEntry(dst []byte, path string, n *composefs.Node) []byte {
+func appendEntry(dst []byte, path []byte, n *composefs.Node) []byte {
 	t := n.Target()
 	dst = appendEscaped(dst, path, 0)
 	dst = append(dst, ' ')
@@ -59,9 +85,17 @@ func appendEntry(dst []byte, path string, n *composefs.Node) []byte {
 	if n.Link != nil {
 		payload = t.Path()
 	}
-	if payload == "" {
+	var digest [2 * len(fsverity.Digest{})]byte
+	if t.Digest != nil {
+		hex.Encode(digest[:], t.Digest[:])
+	}
+	switch {
+	case payload == "":
 		dst = append(dst, '-')
-	} else {
+	case t.Digest != nil && len(payload) == len(digest)+1 && payload[:2] == string(digest[:2]) &&
+		payload[2] == '/' && payload[3:] == string(digest[2:]):
+		dst = append(dst, payload...) // the object path: nothing to escape
+	default:
 		dst = appendEscaped(dst, payload, escLoneDash)
 	}
 	dst = append(dst, ' ')
@@ -74,7 +108,7 @@ func appendEntry(dst []byte, path string, n *composefs.Node) []byte {
 	if t.Digest == nil {
 		dst = append(dst, '-')
 	} else {
-		dst = append(dst, t.Digest.String()...)
+		dst = append(dst, digest[:]...)
 	}
 	for _, x := range t.Xattrs {
 		dst = append(dst, ' ')
