@@ -558,7 +558,7 @@ func (c *FileCache) useStore(ctx context.Context, s *objstore.Store) error {
 	}
 	cur, err := s.CurrentStamps(ctx)
 	if err != nil {
-		return err
+		return err // nothing trusted
 	}
 	for i := range cur {
 		c.trusted[i] = c.stamps[i].Same(cur[i])

@@ -65,21 +65,24 @@ func (s *Store) CurrentStamps(ctx context.Context) (*Stamps, error) {
 // once its directory's last change is older than the filesystem's
 // timestamp granularity, so that any later change is sure to give a
 // different stamp (a removal within the same clock tick as the stat could
-// otherwise leave the times as they were). On filesystems known to keep
-// fine timestamps (ext4, XFS, Btrfs, tmpfs, F2FS) it waits up to
-// fineMargin for directories changed just now; elsewhere it gives such
-// directories the zero stamp.
+// otherwise leave the times as they were); it waits up to settleMargin
+// for directories changed just now. Only local filesystems known to keep
+// fine timestamps (ext4, XFS, Btrfs, tmpfs, F2FS) get stamps at all;
+// elsewhere (network filesystems with cached attributes, FAT with two
+// seconds, overlays) every stamp is zero.
 func (s *Store) SettledStamps(ctx context.Context) (*Stamps, error) {
+	if !stampableFor(s.dir) {
+		return &Stamps{}, nil
+	}
 	st, err := s.CurrentStamps(ctx)
 	if err != nil {
 		return nil, err
 	}
-	margin := timestampMarginFor(s.dir)
 	now := wallNow()
 	var racy []int
 	latest := int64(0)
 	for i, d := range st {
-		if !d.IsZero() && now-max(d.Mtime, d.Ctime) < margin.Nanoseconds() {
+		if !d.IsZero() && now-max(d.Mtime, d.Ctime) < settleMargin.Nanoseconds() {
 			racy = append(racy, i)
 			latest = max(latest, d.Mtime, d.Ctime)
 		}
@@ -87,13 +90,7 @@ func (s *Store) SettledStamps(ctx context.Context) (*Stamps, error) {
 	if len(racy) == 0 {
 		return st, nil
 	}
-	if margin > fineMargin {
-		for _, i := range racy {
-			st[i] = DirStamp{}
-		}
-		return st, nil
-	}
-	if err := sleepCtx(ctx, latest+margin.Nanoseconds()-now); err != nil {
+	if err := sleepCtx(ctx, latest+settleMargin.Nanoseconds()-now); err != nil {
 		return nil, err
 	}
 	for _, i := range racy {
@@ -168,17 +165,13 @@ func (s *Store) CheckPresent(ctx context.Context, first byte, ds []fsverity.Dige
 	return nil
 }
 
-// fineMargin is how long after a change SettledStamps trusts a stamp on
-// a filesystem with fine timestamps: a few kernel clock ticks (4–10 ms
-// each). coarseMargin is for any other filesystem (FAT keeps two
-// seconds). Variables for tests.
-var (
-	fineMargin   = 20 * time.Millisecond
-	coarseMargin = 2 * time.Second
-)
+// settleMargin is how long after a change SettledStamps trusts a
+// directory's times: a few kernel clock ticks (4-10 ms each), which is
+// the granularity of the filesystems it stamps. A variable for tests.
+var settleMargin = 20 * time.Millisecond
 
-// timestampMarginFor is timestampMargin (a variable for tests).
-var timestampMarginFor = timestampMargin
+// stampableFor is stampable (a variable for tests).
+var stampableFor = stampable
 
 // wallNow is the wall clock in nanoseconds since the epoch, as file
 // times are (a variable for tests).

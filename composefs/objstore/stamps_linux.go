@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,17 +30,18 @@ func (s *Store) dirStamp(first byte) (DirStamp, error) {
 	}, nil
 }
 
-// timestampMargin is how long after a change to a directory of dir's
-// filesystem its times are sure to differ from those of a later change.
-func timestampMargin(dir string) time.Duration {
+// stampable reports whether dir is on a local filesystem whose directory
+// times change, at a granularity of clock ticks, with every entry
+// created, removed or renamed.
+func stampable(dir string) bool {
 	var fs unix.Statfs_t
 	if err := unix.Statfs(dir, &fs); err != nil {
-		return coarseMargin
+		return false
 	}
 	switch uint32(fs.Type) {
 	case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC,
 		unix.TMPFS_MAGIC, unix.F2FS_SUPER_MAGIC:
-		return fineMargin
+		return true
 	}
-	return coarseMargin
+	return false
 }

@@ -2,10 +2,8 @@
 
 package objstore
 
-import "time"
-
 // dirStamp gives the zero stamp here: the portable code trusts no stamp
 // and always looks at the store.
 func (s *Store) dirStamp(first byte) (DirStamp, error) { return DirStamp{}, nil }
 
-func timestampMargin(dir string) time.Duration { return coarseMargin }
+func stampable(dir string) bool { return false }

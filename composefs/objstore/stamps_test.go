@@ -39,8 +39,8 @@ func TestStampsFollowChanges(t *testing.T) {
 	if settled[i].IsZero() {
 		t.Fatal("no settled stamp for a directory changed just now (fine timestamps expected here)")
 	}
-	if age := time.Duration(wallNow() - settled[i].Ctime); age < fineMargin {
-		t.Fatalf("settled stamp only %v old (margin %v)", age, fineMargin)
+	if age := time.Duration(wallNow() - settled[i].Ctime); age < settleMargin {
+		t.Fatalf("settled stamp only %v old (margin %v)", age, settleMargin)
 	}
 	same, err := s.CurrentStamps(ctx)
 	if err != nil {
@@ -88,45 +88,52 @@ func TestStampsFollowChanges(t *testing.T) {
 	}
 }
 
-// TestSettledStampsCoarse: on a filesystem whose timestamps are coarse, a
-// directory changed within the margin gets no stamp rather than one a
-// later change could repeat; an older one keeps its stamp.
-func TestSettledStampsCoarse(t *testing.T) {
+// TestSettledStampsElsewhere: a store on a filesystem not known to keep
+// fine directory times gets no stamps at all; where it is, a directory
+// changed again while SettledStamps waits for it to settle gets none.
+func TestSettledStampsElsewhere(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	old, _, err := s.Insert(ctx, bytes.NewReader(content(3, 5000)))
+	d, _, err := s.Insert(ctx, bytes.NewReader(content(3, 5000)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	young := digestIn(old, 1)
-	young[0] ^= 0xff // another directory
-	if err := os.MkdirAll(filepath.Dir(s.Path(young)), 0o755); err != nil {
-		t.Fatal(err)
+	if !stampable(s.dir) {
+		t.Fatalf("test directory %s is not on a filesystem with fine timestamps", s.dir)
 	}
-	longAgo := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(filepath.Dir(s.Path(old)), longAgo, longAgo); err != nil {
-		t.Fatal(err)
-	}
-	saved := coarseMargin
-	coarseMargin = time.Hour + time.Minute // even the chtimes'd directory is young by ctime
-	defer func() { coarseMargin = saved }()
-	savedMargin := timestampMarginFor
-	timestampMarginFor = func(string) time.Duration { return coarseMargin }
-	defer func() { timestampMarginFor = savedMargin }()
+	saved := stampableFor
+	stampableFor = func(string) bool { return false }
 	st, err := s.SettledStamps(ctx)
+	stampableFor = saved
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st[old[0]].IsZero() || !st[young[0]].IsZero() {
-		t.Fatal("a directory changed within a coarse margin has a settled stamp")
+	if *st != (Stamps{}) {
+		t.Fatal("stamps on a filesystem not known to keep fine times")
 	}
-	coarseMargin = 0
+
+	// Changed again during the wait: no stamp for that directory.
+	savedMargin, savedNow := settleMargin, wallNow
+	defer func() { settleMargin, wallNow = savedMargin, savedNow }()
+	settleMargin = 200 * time.Millisecond
+	other := digestIn(d, 7)
+	wallNow = func() int64 {
+		wallNow = savedNow // once: right after the first stats
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			os.WriteFile(s.Path(other), []byte("x"), 0o444)
+		}()
+		return savedNow()
+	}
 	st, err = s.SettledStamps(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st[old[0]].IsZero() || st[young[0]].IsZero() {
-		t.Fatal("directories older than the margin lost their stamps")
+	if !st[d[0]].IsZero() {
+		t.Fatal("a directory changed during the settling wait kept a stamp")
+	}
+	if _, err := os.Stat(s.Path(other)); err != nil {
+		t.Fatal(err)
 	}
 }
 
