@@ -90,7 +90,16 @@ func (s *Store) SettledStamps(ctx context.Context) (*Stamps, error) {
 	if len(racy) == 0 {
 		return st, nil
 	}
-	if err := sleepCtx(ctx, latest+settleMargin.Nanoseconds()-now); err != nil {
+	wait := latest + settleMargin.Nanoseconds() - now
+	if wait > settleMargin.Nanoseconds() {
+		// Times ahead of the clock (it was set back): waiting could
+		// take hours, and their order says nothing. No stamps.
+		for _, i := range racy {
+			st[i] = DirStamp{}
+		}
+		return st, nil
+	}
+	if err := sleepCtx(ctx, wait); err != nil {
 		return nil, err
 	}
 	for _, i := range racy {

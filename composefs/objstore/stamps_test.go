@@ -112,8 +112,21 @@ func TestSettledStampsElsewhere(t *testing.T) {
 		t.Fatal("stamps on a filesystem not known to keep fine times")
 	}
 
+	// Times ahead of the clock (set back since): no stamp, no wait.
+	savedNow := wallNow
+	wallNow = func() int64 { return savedNow() - int64(time.Hour) }
+	start := time.Now()
+	st, err = s.SettledStamps(ctx)
+	wallNow = savedNow
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st[d[0]].IsZero() || time.Since(start) > 10*time.Second {
+		t.Fatalf("directory from the future: stamp %v after %v", st[d[0]], time.Since(start))
+	}
+
 	// Changed again during the wait: no stamp for that directory.
-	savedMargin, savedNow := settleMargin, wallNow
+	savedMargin := settleMargin
 	defer func() { settleMargin, wallNow = savedMargin, savedNow }()
 	settleMargin = 200 * time.Millisecond
 	other := digestIn(d, 7)
