@@ -181,31 +181,44 @@ func (b *Batch) listLimit(d fsverity.Digest) (limit, entries int) {
 	return max(2, int(st.Size()/640)), entries
 }
 
-func (b *Batch) fanPath(d fsverity.Digest) string {
-	return filepath.Join(b.s.dir, hex.EncodeToString(d[:1]))
+func (b *Batch) fanPath(d fsverity.Digest) string { return b.s.fanDir(d[0]) }
+
+// fanDir returns the fan-out directory of the digests starting with first.
+func (s *Store) fanDir(first byte) string {
+	return filepath.Join(s.dir, hex.EncodeToString([]byte{first}))
 }
 
-// list reads the fan-out directory of d into f. A missing directory is
-// listed as empty.
+// list reads the fan-out directory of d into f.
 func (b *Batch) list(f *fanout, d fsverity.Digest) error {
-	f.present, f.odd = make(map[fsverity.Digest]struct{}, f.entries), map[fsverity.Digest]struct{}{}
-	err := readFanout(b.fanPath(d), func(name []byte, regular bool) {
-		od, ok := objectName(d[0], name)
+	present, odd, err := b.s.listFanout(d[0], f.entries)
+	if err != nil {
+		return err
+	}
+	f.present, f.odd, f.listed = present, odd, true
+	return nil
+}
+
+// listFanout lists the fan-out directory of the digests starting with
+// first (about sizeHint entries): the objects, regular files, in present,
+// and the other entries named like objects in odd. A missing directory
+// lists as empty.
+func (s *Store) listFanout(first byte, sizeHint int) (present, odd map[fsverity.Digest]struct{}, err error) {
+	present, odd = make(map[fsverity.Digest]struct{}, sizeHint), map[fsverity.Digest]struct{}{}
+	err = readFanout(s.fanDir(first), func(name []byte, regular bool) {
+		d, ok := objectName(first, name)
 		if !ok {
 			return
 		}
 		if regular {
-			f.present[od] = struct{}{}
+			present[d] = struct{}{}
 		} else {
-			f.odd[od] = struct{}{}
+			odd[d] = struct{}{}
 		}
 	})
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		f.present, f.odd = nil, nil
-		return fmt.Errorf("object store: %w", err)
+		return nil, nil, fmt.Errorf("object store: %w", err)
 	}
-	f.listed = true
-	return nil
+	return present, odd, nil
 }
 
 // hexValue maps the lowercase hex digits to their values, all else to

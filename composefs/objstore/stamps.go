@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/cfs-dev/cfs/composefs/fsverity"
@@ -122,8 +119,7 @@ var ErrObjectsMissing = errors.New("object store: objects missing")
 // CheckPresent checks that every object of ds, all in the fan-out
 // directory of first, is in the store as a regular file, else returns
 // ErrObjectsMissing naming one that is not: by one listing of the
-// directory, or a stat per object when there are few. ds may be
-// reordered.
+// directory, or a stat per object when there are few.
 func (s *Store) CheckPresent(ctx context.Context, first byte, ds []fsverity.Digest) error {
 	if len(ds) == 0 {
 		return nil
@@ -148,26 +144,12 @@ func (s *Store) CheckPresent(ctx context.Context, first byte, ds []fsverity.Dige
 		}
 		return nil
 	}
-	slices.SortFunc(ds, func(a, b fsverity.Digest) int { return slices.Compare(a[:], b[:]) })
-	var listed []fsverity.Digest
-	err := readFanout(filepath.Join(s.dir, fmt.Sprintf("%02x", first)), func(name []byte, regular bool) {
-		if d, ok := objectName(first, name); ok && regular {
-			listed = append(listed, d)
-		}
-	})
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %s", ErrObjectsMissing, s.Path(ds[0]))
-	}
+	present, _, err := s.listFanout(first, len(ds))
 	if err != nil {
-		return fmt.Errorf("object store: %w", err)
+		return err
 	}
-	slices.SortFunc(listed, func(a, b fsverity.Digest) int { return slices.Compare(a[:], b[:]) })
-	j := 0
 	for _, d := range ds {
-		for j < len(listed) && slices.Compare(listed[j][:], d[:]) < 0 {
-			j++
-		}
-		if j == len(listed) || listed[j] != d {
+		if _, ok := present[d]; !ok {
 			return fmt.Errorf("%w: %s", ErrObjectsMissing, s.Path(d))
 		}
 	}

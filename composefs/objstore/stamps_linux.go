@@ -3,7 +3,6 @@ package objstore
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -11,7 +10,7 @@ import (
 // dirStamp stats the fan-out directory of digests starting with first.
 func (s *Store) dirStamp(first byte) (DirStamp, error) {
 	var st unix.Stat_t
-	p := filepath.Join(s.dir, fmt.Sprintf("%02x", first))
+	p := s.fanDir(first)
 	err := unix.Fstatat(unix.AT_FDCWD, p, &st, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
 	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
